@@ -1,0 +1,88 @@
+"""Errors raised by the conformance engine.
+
+The hierarchy is documented once, here::
+
+    GatesError                      base of everything the engine raises on purpose
+    ├── ConfigError                 bad input: profile, gate file, argument (exit code 2)
+    └── ProbeError                  a probe could not observe; the check outcome is `error`
+        ├── ProbeTimeout            connect/read/total deadline exceeded
+        ├── ProbeUnreachable        refused, reset, DNS failure, no route
+        ├── ProbeProtocolError      the peer answered something that is not the protocol asked for
+        ├── ProbeResponseTooLarge   the response exceeded the configured size cap
+        └── Undetermined            observations exist but cannot decide the check
+
+Foreign exceptions (httpx, psycopg, redis, OSError) are translated into `ProbeError`
+subclasses at the probe boundary, so that "could not determine" never turns into
+"pass" or into a plain "fail".
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatesError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    exit_code: ClassVar[int] = 3
+
+
+class ConfigError(GatesError):
+    """Invalid input: a profile, gate definition, report or argument.
+
+    ``source`` names the file (or ``<argument>``) and ``location`` the place inside it,
+    so the message can point an operator at the exact line to fix.
+    """
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, message: str, *, source: str | None = None, location: str | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.location = location
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """Return the one-paragraph message shown to the user."""
+        where = ""
+        if self.source and self.location:
+            where = f"{self.source}: {self.location}: "
+        elif self.source:
+            where = f"{self.source}: "
+        return f"{where}{self.message}"
+
+
+class ProbeError(GatesError):
+    """A probe could not observe the target; the check outcome becomes `error`."""
+
+    reason_code: ClassVar[str] = "probe_error"
+
+
+class ProbeTimeout(ProbeError):
+    """The target did not answer within the connect, read or total deadline."""
+
+    reason_code: ClassVar[str] = "probe_timeout"
+
+
+class ProbeUnreachable(ProbeError):
+    """The connection was refused or reset, or the name did not resolve."""
+
+    reason_code: ClassVar[str] = "probe_unreachable"
+
+
+class ProbeProtocolError(ProbeError):
+    """The peer answered, but not in the protocol the probe speaks."""
+
+    reason_code: ClassVar[str] = "probe_protocol_error"
+
+
+class ProbeResponseTooLarge(ProbeError):
+    """The response exceeded the configured size cap and was cut off."""
+
+    reason_code: ClassVar[str] = "probe_response_too_large"
+
+
+class Undetermined(ProbeError):
+    """The observations taken cannot decide the check (a prerequisite is missing or ambiguous)."""
+
+    reason_code: ClassVar[str] = "undetermined"

@@ -1,0 +1,259 @@
+"""pytest plugin: run the conformance suite against a deployment described by a profile.
+
+Inert unless ``--gates-profile`` is given. It parametrizes every registered check over the
+profile's matching targets (ids read ``check[target]``), starts every probe the collected
+checks need at once on a thread pool, maps pytest outcomes to pass/fail/error/skip, and —
+on the controller only — streams one JSON result per check instance to ``--gates-results``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import pytest
+
+from conformance.checks import CURRENT_EVIDENCE, CheckFailed, CheckSpec, Evidence, instance_id, spec_of
+from conformance.errors import ConfigError, ProbeError
+from conformance.probes.base import Context, Prober
+from conformance.probes.resolve import resolve
+from conformance.profile import Profile, load_profile, parse_sets
+from conformance.redact import Redactor
+from conformance.targets import make_host
+
+PROFILE_KEY = pytest.StashKey[Profile]()
+PROBER_KEY = pytest.StashKey[Prober]()
+EVIDENCE_KEY = pytest.StashKey[Evidence]()
+RESULT_SCHEMA = "GatesCheckResult.v1"
+ERROR_REMEDIATION = {
+    "probe_unreachable": "Nothing answered at {bind}:{port}: check that {name} runs and listens where the profile says.",
+    "probe_timeout": "{name} accepted the connection but did not answer in time: look for a hang or overload.",
+    "probe_response_too_large": "{name} answered with far more data than the size cap: check what serves it.",
+    "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the plugin's options."""
+    group = parser.getgroup("gates", "certify a live deployment against a profile")
+    group.addoption("--gates-profile", metavar="NAME|PATH", help="Built-in profile name or path to a profile YAML.")
+    group.addoption("--gates-set", metavar="NAME=VALUE", action="append", default=[],
+                    help="Override a profile variable (repeatable).")
+    group.addoption("--gates-target", metavar="URL", default="local",
+                    help="How to reach the host: 'local' (default).")
+    group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the profile once; a bad profile is a usage error, never a traceback."""
+    config.addinivalue_line("markers", "gates_check(id): the stable check id of a conformance test")
+    name = config.getoption("gates_profile")
+    if not name:
+        return
+    try:
+        profile = load_profile(name, parse_sets(config.getoption("gates_set")))
+        host = make_host(config.getoption("gates_target"))
+    except ConfigError as exc:
+        raise pytest.UsageError(exc.render()) from exc
+    config.stash[PROFILE_KEY] = profile
+    config.stash[PROBER_KEY] = Prober(Context(settings=profile.probe, host=host))
+    results = config.getoption("gates_results")
+    if results and not hasattr(config, "workerinput"):
+        writer = ResultWriter(Path(results), Redactor(profile.secrets()))
+        config.pluginmanager.register(writer, "gates-result-writer")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop probe threads."""
+    prober = config.stash.get(PROBER_KEY, None)
+    if prober is not None:
+        prober.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize each check over the profile's targets."""
+    spec = spec_of(metafunc.function)
+    if spec is None or "target" not in metafunc.fixturenames:
+        return
+    profile = metafunc.config.stash.get(PROFILE_KEY, None)
+    targets = list(spec.targets(profile)) if profile is not None else []
+    metafunc.parametrize("target", targets, ids=[t.name for t in targets])
+
+
+def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
+    spec = spec_of(getattr(item, "function", None))
+    callspec = getattr(item, "callspec", None)
+    if spec is None or callspec is None or "target" not in callspec.params:
+        return None
+    return spec, callspec.params["target"]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start every probe the collected checks need, so they all run concurrently."""
+    profile = session.config.stash.get(PROFILE_KEY, None)
+    prober = session.config.stash.get(PROBER_KEY, None)
+    if profile is None or prober is None:
+        return
+    for item in session.items:
+        found = _spec_and_target(item)
+        if found is not None:
+            spec, target = found
+            resolve(spec.observe(profile, target), prober.submit, wait=False)
+
+
+@pytest.fixture
+def profile(request: pytest.FixtureRequest) -> Profile:
+    """The resolved deployment profile under test."""
+    found = request.config.stash.get(PROFILE_KEY, None)
+    if found is None:
+        pytest.skip("no --gates-profile given")
+    return found
+
+
+@pytest.fixture
+def obs(request: pytest.FixtureRequest, profile: Profile) -> Any:
+    """The observation(s) the check declared, taken once and shared; a probe that cannot observe errors."""
+    found = _spec_and_target(request.node)
+    if found is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses 'obs' but is not a registered check")
+    spec, target = found
+    prober = request.config.stash[PROBER_KEY]
+    return resolve(spec.observe(profile, target), prober.submit, wait=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Collect what `expect` compared while the check runs."""
+    evidence = Evidence()
+    item.stash[EVIDENCE_KEY] = evidence
+    token = CURRENT_EVIDENCE.set(evidence)
+    try:
+        return (yield)
+    finally:
+        CURRENT_EVIDENCE.reset(token)
+
+
+def _render(template: str, target: Any) -> str:
+    fields = {name: getattr(target, name, "") for name in ("name", "unit", "port", "bind", "path", "host", "upstream")}
+    fields = {k: ("" if v is None else v) for k, v in fields.items()}
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
+    """Report a check's outcome as pass/fail/error/skip with reason and remediation.
+
+    The report is built here, with a one-paragraph message instead of a traceback: a
+    non-conformance is a finding about the deployment, not a bug in the suite.
+    """
+    found = _spec_and_target(item)
+    if found is None or item.config.stash.get(PROFILE_KEY, None) is None:
+        return None
+    if call.when == "teardown" or (call.when == "setup" and call.excinfo is None):
+        return None
+    spec, target = found
+    record: dict[str, Any] = {
+        "$type": "check_result",
+        "schemaVersion": RESULT_SCHEMA,
+        "id": instance_id(spec.id, target.name),
+        "check": spec.id,
+        "target": target.name,
+        "title": spec.title,
+        "severity": spec.severity,
+        "nodeid": item.nodeid,
+        "durationSeconds": round(call.duration, 6),
+        "observed": None,
+        "expected": None,
+        "remediation": None,
+    }
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, pytest.skip.Exception):
+        record.update(outcome="skip", reasonCode="skipped", message=str(exc.msg))
+    elif isinstance(exc, CheckFailed):
+        record.update(outcome="fail", reasonCode=exc.reason, message=exc.message, observed=exc.observed,
+                      expected=exc.expected, remediation=exc.remediation or _render(spec.remediation, target))
+    elif isinstance(exc, ProbeError):
+        hint = ERROR_REMEDIATION.get(exc.reason_code)
+        record.update(outcome="error", reasonCode=exc.reason_code, message=str(exc),
+                      remediation=_render(hint, target) if hint else None)
+    elif isinstance(exc, AssertionError):
+        first = str(exc).splitlines()[0] if str(exc) else "assertion failed"
+        record.update(outcome="fail", reasonCode="assertion_failed", message=first,
+                      remediation=_render(spec.remediation, target))
+    elif exc is not None:
+        record.update(outcome="error", reasonCode="check_crashed",
+                      message=f"the check itself raised {type(exc).__name__}: {exc}")
+    else:
+        items = item.stash.get(EVIDENCE_KEY, Evidence()).items
+        last = items[-1] if items else {}
+        record.update(outcome="pass", reasonCode=None, message="conforms",
+                      observed=last.get("observed"), expected=last.get("expected"))
+    longrepr: Any = None
+    outcome: Literal["passed", "failed", "skipped"] = "passed"
+    if record["outcome"] == "skip":
+        outcome = "skipped"
+        longrepr = (str(item.path), (item.location[1] or 0) + 1, f"Skipped: {record['message']}")
+    elif record["outcome"] in ("fail", "error"):
+        outcome = "failed"
+        lines = [f"{record['id']}: {record['outcome']}: {record['message']}"]
+        if record["outcome"] == "fail":
+            lines.append(f"  observed: {json.dumps(_jsonable(record['observed']))}")
+            lines.append(f"  expected: {json.dumps(_jsonable(record['expected']))}")
+        if record["remediation"]:
+            lines.append(f"  fix: {record['remediation']}")
+        longrepr = "\n".join(lines)
+    return pytest.TestReport(
+        nodeid=item.nodeid,
+        location=item.location,
+        keywords=dict.fromkeys(item.keywords, 1),
+        outcome=outcome,
+        longrepr=longrepr,
+        when=call.when,
+        sections=[],
+        duration=call.duration,
+        start=call.start,
+        stop=call.stop,
+        user_properties=[*item.user_properties, ("gates_result", json.dumps(_jsonable(record)))],
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=json.dumps) if isinstance(value, set | frozenset) else items
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+class ResultWriter:
+    """Streams check results as NDJSON, one flushed line each, secrets scrubbed (controller only)."""
+
+    def __init__(self, path: Path, redactor: Redactor) -> None:
+        self.path = path
+        self.redactor = redactor
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = path.open("w", encoding="utf-8", buffering=1)
+        self._started = time.monotonic()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Write the result a check report carries."""
+        for key, value in report.user_properties:
+            if key == "gates_result":
+                record = self.redactor.scrub(json.loads(str(value)))
+                self._file.write(json.dumps(record, sort_keys=True) + "\n")
+                self._file.flush()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Close the stream."""
+        self._file.close()

@@ -1,0 +1,82 @@
+"""File and path probes, run through the host backend (local or SSH)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conformance.errors import ProbeError
+from conformance.probes.base import Context
+
+_PATH_SCRIPT = (
+    'p="$1"; '
+    'if [ -L "$p" ]; then echo link; readlink -- "$p"; else echo nolink; echo; fi; '
+    'readlink -f -- "$p" || echo; '
+    'if [ -d "$p" ]; then echo dir; elif [ -e "$p" ]; then echo file; else echo missing; fi'
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathState:
+    """What a path is: a symlink (and to what), a directory, a file, or nothing."""
+
+    path: str
+    is_symlink: bool
+    link_text: str | None
+    resolved: str | None
+    kind: str  # "dir", "file" or "missing" (after following links)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathInfo:
+    """Inspect ``path`` without following it, then follow it."""
+
+    path: str
+
+    def observe(self, ctx: Context) -> PathState:
+        """Run one small POSIX shell snippet on the host."""
+        result = ctx.host.run("sh -c %s gates-path %s", _PATH_SCRIPT, self.path)
+        lines = result.stdout.split("\n")
+        if result.rc != 0 or len(lines) < 4:
+            raise ProbeError(f"cannot inspect {self.path} on the target: {result.stderr.strip() or result.rc}")
+        return PathState(
+            path=self.path,
+            is_symlink=lines[0] == "link",
+            link_text=lines[1] or None,
+            resolved=lines[2] or None,
+            kind=lines[3],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileContent:
+    """A file's text, or why it could not be read."""
+
+    path: str
+    exists: bool
+    readable: bool
+    text: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadFile:
+    """Read a text file on the host."""
+
+    path: str
+    max_bytes: int = 1_048_576
+
+    def observe(self, ctx: Context) -> FileContent:
+        """Distinguish a missing or unreadable file (observations) from a host we cannot reach."""
+        probe = ctx.host.run("sh -c %s gates-read %s", 'if [ -e "$1" ]; then echo yes; else echo no; fi', self.path)
+        if probe.rc != 0:
+            raise ProbeError(f"cannot run commands on the target: {probe.stderr.strip() or probe.rc}")
+        if probe.stdout.strip() != "yes":
+            return FileContent(path=self.path, exists=False, readable=False, text=None, error="no such file")
+        result = ctx.host.run("head -c %s -- %s", str(self.max_bytes + 1), self.path)
+        if result.rc != 0:
+            return FileContent(path=self.path, exists=True, readable=False, text=None,
+                               error=result.stderr.strip() or f"exit {result.rc}")
+        if len(result.stdout.encode()) > self.max_bytes:
+            return FileContent(path=self.path, exists=True, readable=False, text=None,
+                               error=f"larger than {self.max_bytes} bytes")
+        return FileContent(path=self.path, exists=True, readable=True, text=result.stdout, error=None)

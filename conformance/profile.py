@@ -1,0 +1,377 @@
+"""Deployment profiles: what a deployment declares, loaded once and then frozen.
+
+A profile is a YAML file validated against ``schemas/profile.schema.json``. Strings may
+reference variables as ``${name}``; a variable's value comes from its default, then from the
+environment variable it names (for secrets), then from ``--set name=value``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from conformance import _schemas
+from conformance.errors import ConfigError
+from conformance.yamlsource import PathKey, YamlDocument, load_yaml
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
+_VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
+_SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
+
+ServiceKind = Literal["http", "postgres", "redis", "proxy"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variable:
+    """A resolved profile variable."""
+
+    name: str
+    value: str
+    secret: bool
+    origin: Literal["default", "environment", "argument"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeSettings:
+    """Bounds every network probe obeys."""
+
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 2.0
+    deadline_s: float = 4.0
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpExpectation:
+    """The declared answer of an HTTP endpoint."""
+
+    method: str
+    path: str
+    status: int
+    body: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    """One declared service of the deployment."""
+
+    name: str
+    kind: ServiceKind
+    role: str
+    unit: str | None
+    user: str | None
+    bind: str
+    port: int
+    env_file: str | None
+    health: HttpExpectation | None
+    identity_path: str | None
+    database: str | None = None
+    db_user: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvFile:
+    """An environment file and the key/values it must carry."""
+
+    name: str
+    path: str
+    values: tuple[tuple[str, str], ...]
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """A reverse-proxy host route."""
+
+    host: str
+    upstream: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routes:
+    """The reverse proxy, its host routes and its answer to an unknown Host."""
+
+    proxy: str
+    hosts: tuple[Route, ...]
+    unknown_host: str
+    unknown_status: int
+    unknown_body: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """The atomic release symlink layout."""
+
+    name: str
+    current: str
+    releases: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """A deployment profile with every variable resolved."""
+
+    name: str
+    title: str
+    source: str
+    sha256: str
+    gates: tuple[str, ...]
+    variables: tuple[Variable, ...]
+    probe: ProbeSettings
+    services: tuple[Service, ...]
+    env_files: tuple[EnvFile, ...]
+    routes: Routes | None
+    release: Release | None
+
+    def service(self, name: str) -> Service:
+        """Return the service called ``name``."""
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    def secrets(self) -> frozenset[str]:
+        """Values that must never reach an artifact (secret variables and passwords)."""
+        found = {v.value for v in self.variables if v.secret and v.value}
+        found |= {s.password for s in self.services if s.password}
+        return frozenset(found)
+
+    def public_variables(self) -> dict[str, str]:
+        """Resolved variables with secret values masked, for reports."""
+        return {v.name: ("<redacted>" if v.secret else v.value) for v in sorted(self.variables, key=lambda v: v.name)}
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the profiles shipped with the suite."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def resolve_profile_path(name_or_path: str) -> tuple[Path, str]:
+    """Map a built-in name or a file path to ``(path, display name)``."""
+    candidate = BUILTIN_DIR / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")) and candidate.is_file():
+        return candidate, f"builtin:{name_or_path}"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path, str(path)
+    raise ConfigError(
+        f"unknown profile {name_or_path!r}: not a built-in ({', '.join(builtin_profiles())}) "
+        "and no such file",
+        source="<argument --profile>",
+    )
+
+
+def parse_sets(pairs: Iterable[str]) -> dict[str, str]:
+    """Parse ``--set name=value`` arguments."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        match = _SET.match(pair)
+        if not match:
+            raise ConfigError(f"expected NAME=VALUE, got {pair!r}", source="<argument --set>")
+        out[match.group(1)] = match.group(2)
+    return out
+
+
+def load_profile(
+    name_or_path: str, overrides: Mapping[str, str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Profile:
+    """Load, validate and resolve a profile. Every problem is a `ConfigError` naming file and line."""
+    path, display = resolve_profile_path(name_or_path)
+    doc = load_yaml(path, source=display)
+    _schemas.validate(doc.data, "profile", source=display, locate=doc.locate)
+    return _build(doc, dict(overrides or {}), os.environ if environ is None else environ)
+
+
+class _Resolver:
+    def __init__(self, doc: YamlDocument, values: dict[str, str]) -> None:
+        self.doc = doc
+        self.values = values
+
+    def fail(self, path: PathKey, message: str) -> ConfigError:
+        loc = self.doc.locate(path)
+        where = _schemas.pointer(path)
+        return ConfigError(message, source=self.doc.source, location=f"{loc} ({where})" if loc else where)
+
+    def text(self, raw: Any, path: PathKey) -> str:
+        if not isinstance(raw, str):
+            return str(raw)
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group(1)
+            if name not in self.values:
+                raise self.fail(path, f"unknown variable ${{{name}}}; declared: {', '.join(sorted(self.values))}")
+            return self.values[name]
+
+        return _VAR.sub(sub, raw)
+
+    def opt_text(self, raw: Any, path: PathKey) -> str | None:
+        return None if raw is None else self.text(raw, path)
+
+    def integer(self, raw: Any, path: PathKey, *, low: int, high: int) -> int:
+        text = self.text(raw, path)
+        try:
+            value = int(text)
+        except ValueError:
+            raise self.fail(path, f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise self.fail(path, f"expected an integer from {low} to {high}, got {value}")
+        return value
+
+    def number(self, raw: Any, path: PathKey) -> float:
+        text = self.text(raw, path)
+        try:
+            value = float(text)
+        except ValueError:
+            raise self.fail(path, f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise self.fail(path, f"expected a positive number, got {text!r}")
+        return value
+
+
+def _variables(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, str]) -> tuple[Variable, ...]:
+    declared: dict[str, Any] = doc.data.get("variables") or {}
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise ConfigError(
+            f"unknown variable(s) {', '.join(unknown)}; profile {doc.data['name']!r} declares: "
+            f"{', '.join(sorted(declared)) or '(none)'}",
+            source="<argument --set>",
+        )
+    out: list[Variable] = []
+    for name, spec in declared.items():
+        secret = bool(spec.get("secret", False))
+        env_name = spec.get("env")
+        if name in overrides:
+            out.append(Variable(name=name, value=overrides[name], secret=secret, origin="argument"))
+        elif env_name and env_name in environ:
+            out.append(Variable(name=name, value=environ[env_name], secret=secret, origin="environment"))
+        else:
+            out.append(Variable(name=name, value=str(spec["default"]), secret=secret, origin="default"))
+    return tuple(out)
+
+
+def _http(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> HttpExpectation | None:
+    if raw is None:
+        return None
+    return HttpExpectation(
+        method=r.text(raw.get("method", "GET"), (*path, "method")).upper(),
+        path=r.text(raw["path"], (*path, "path")),
+        status=r.integer(raw.get("status", 200), (*path, "status"), low=100, high=599),
+        body=r.opt_text(raw.get("body"), (*path, "body")),
+        content_type=r.opt_text(raw.get("contentType"), (*path, "contentType")),
+    )
+
+
+def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, str]) -> Profile:
+    data: dict[str, Any] = doc.data
+    variables = _variables(doc, overrides, environ)
+    r = _Resolver(doc, {v.name: v.value for v in variables})
+
+    probe_raw = data.get("probe") or {}
+    defaults = ProbeSettings()
+    probe = ProbeSettings(
+        connect_timeout_s=r.number(probe_raw.get("connectTimeoutSeconds", defaults.connect_timeout_s),
+                                   ("probe", "connectTimeoutSeconds")),
+        read_timeout_s=r.number(probe_raw.get("readTimeoutSeconds", defaults.read_timeout_s),
+                                ("probe", "readTimeoutSeconds")),
+        deadline_s=r.number(probe_raw.get("deadlineSeconds", defaults.deadline_s), ("probe", "deadlineSeconds")),
+        max_body_bytes=r.integer(probe_raw.get("maxBodyBytes", defaults.max_body_bytes),
+                                 ("probe", "maxBodyBytes"), low=1, high=1 << 30),
+    )
+
+    services: list[Service] = []
+    for i, raw in enumerate(data["services"]):
+        p: PathKey = ("services", i)
+        services.append(
+            Service(
+                name=raw["name"],
+                kind=raw["kind"],
+                role=raw.get("role", raw["kind"]),
+                unit=r.opt_text(raw.get("unit"), (*p, "unit")),
+                user=r.opt_text(raw.get("user"), (*p, "user")),
+                bind=r.text(raw["bind"], (*p, "bind")),
+                port=r.integer(raw["port"], (*p, "port"), low=1, high=65535),
+                env_file=raw.get("envFile"),
+                health=_http(r, raw.get("health"), (*p, "health")),
+                identity_path=r.opt_text((raw.get("identity") or {}).get("path"), (*p, "identity", "path")),
+                database=r.opt_text(raw.get("database"), (*p, "database")),
+                db_user=r.opt_text(raw.get("dbUser"), (*p, "dbUser")),
+                password=r.opt_text(raw.get("password"), (*p, "password")),
+            )
+        )
+    _unique([s.name for s in services], "services", "name", r)
+    _unique([f"{s.bind}:{s.port}" for s in services], "services", "port", r)
+
+    env_files: list[EnvFile] = []
+    for i, raw in enumerate(data.get("envFiles") or []):
+        p = ("envFiles", i)
+        values = tuple((k, r.text(v, (*p, "values", k))) for k, v in (raw.get("values") or {}).items())
+        env_files.append(
+            EnvFile(name=raw["name"], path=r.text(raw["path"], (*p, "path")), values=values,
+                    keys=tuple(raw.get("keys") or ()))
+        )
+    _unique([e.name for e in env_files], "envFiles", "name", r)
+    env_names = {e.name for e in env_files}
+    names = {s.name for s in services}
+    for i, svc in enumerate(services):
+        if svc.env_file is not None and svc.env_file not in env_names:
+            raise r.fail(("services", i, "envFile"), f"envFile {svc.env_file!r} is not declared under envFiles")
+
+    routes: Routes | None = None
+    if data.get("routes"):
+        raw = data["routes"]
+        if raw["proxy"] not in names:
+            raise r.fail(("routes", "proxy"), f"proxy {raw['proxy']!r} is not a declared service")
+        hosts = []
+        for i, h in enumerate(raw["hosts"]):
+            if h["upstream"] not in names:
+                raise r.fail(("routes", "hosts", i, "upstream"), f"upstream {h['upstream']!r} is not a declared service")
+            hosts.append(Route(host=r.text(h["host"], ("routes", "hosts", i, "host")), upstream=h["upstream"]))
+        _unique([h.host for h in hosts], "routes.hosts", "host", r)
+        unknown = raw.get("unknownHost") or {}
+        routes = Routes(
+            proxy=raw["proxy"],
+            hosts=tuple(hosts),
+            unknown_host=r.text(unknown.get("host", "gates-unknown-host.invalid"), ("routes", "unknownHost", "host")),
+            unknown_status=r.integer(unknown.get("status", 404), ("routes", "unknownHost", "status"), low=100, high=599),
+            unknown_body=r.opt_text(unknown.get("body"), ("routes", "unknownHost", "body")),
+        )
+
+    release: Release | None = None
+    if data.get("release"):
+        raw = data["release"]
+        release = Release(
+            name=raw.get("name", "current"),
+            current=r.text(raw["current"], ("release", "current")),
+            releases=r.text(raw["releases"], ("release", "releases")),
+        )
+
+    return Profile(
+        name=data["name"],
+        title=data.get("title", data["name"]),
+        source=doc.source,
+        sha256=doc.sha256,
+        gates=tuple(data.get("gates") or ()),
+        variables=variables,
+        probe=probe,
+        services=tuple(services),
+        env_files=tuple(env_files),
+        routes=routes,
+        release=release,
+    )
+
+
+def _unique(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise r.fail((*where.split("."), i), f"duplicate {what} {value!r} in {where}")
+        seen.add(value)

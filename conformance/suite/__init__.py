@@ -1,0 +1,1 @@
+"""The conformance checks: one module per domain, each check a pytest test."""

@@ -1,0 +1,91 @@
+"""Which targets of a profile each check applies to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conformance.profile import EnvFile, Profile, Release, Route, Service
+
+
+def http_health(profile: Profile) -> list[Service]:
+    """HTTP services that declare a health endpoint."""
+    return [s for s in profile.services if s.kind == "http" and s.health is not None]
+
+
+def health_with_body(profile: Profile) -> list[Service]:
+    """HTTP services whose health body is declared exactly."""
+    return [s for s in http_health(profile) if s.health is not None and s.health.body is not None]
+
+
+def health_with_media_type(profile: Profile) -> list[Service]:
+    """HTTP services whose health content type is declared."""
+    return [s for s in http_health(profile) if s.health is not None and s.health.content_type is not None]
+
+
+def postgres(profile: Profile) -> list[Service]:
+    """PostgreSQL services."""
+    return [s for s in profile.services if s.kind == "postgres"]
+
+
+def redis(profile: Profile) -> list[Service]:
+    """Redis services."""
+    return [s for s in profile.services if s.kind == "redis"]
+
+
+def all_services(profile: Profile) -> list[Service]:
+    """Every declared service."""
+    return list(profile.services)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTarget:
+    """A host route together with the services it involves."""
+
+    route: Route
+    proxy: Service
+    upstream: Service
+    others: tuple[Service, ...]
+
+    @property
+    def name(self) -> str:
+        """The route's Host."""
+        return self.route.host
+
+
+def routes(profile: Profile) -> list[RouteTarget]:
+    """Every declared host route."""
+    if profile.routes is None:
+        return []
+    proxy = profile.service(profile.routes.proxy)
+    upstream_names = {r.upstream for r in profile.routes.hosts}
+    out = []
+    for route in profile.routes.hosts:
+        upstream = profile.service(route.upstream)
+        others = tuple(profile.service(n) for n in sorted(upstream_names) if n != route.upstream)
+        out.append(RouteTarget(route=route, proxy=proxy, upstream=upstream, others=others))
+    return out
+
+
+def identity_routes(profile: Profile) -> list[RouteTarget]:
+    """Routes whose upstream declares an identity path."""
+    return [r for r in routes(profile) if r.upstream.identity_path is not None]
+
+
+def health_routes(profile: Profile) -> list[RouteTarget]:
+    """Routes whose upstream declares a health endpoint."""
+    return [r for r in routes(profile) if r.upstream.health is not None]
+
+
+def proxies(profile: Profile) -> list[Service]:
+    """The reverse proxy, when the profile declares routes."""
+    return [profile.service(profile.routes.proxy)] if profile.routes is not None else []
+
+
+def env_files(profile: Profile) -> list[EnvFile]:
+    """Every declared environment file."""
+    return list(profile.env_files)
+
+
+def releases(profile: Profile) -> list[Release]:
+    """The release symlink layout, when declared."""
+    return [profile.release] if profile.release is not None else []
