@@ -9,6 +9,7 @@ on the controller only — streams one JSON result per check instance to ``--gat
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -28,6 +29,8 @@ PROFILE_KEY = pytest.StashKey[Profile]()
 PROBER_KEY = pytest.StashKey[Prober]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
 RESULT_SCHEMA = "GatesCheckResult.v1"
+SETS_ENV = "GATES_SETS_JSON"
+FREE_TEXT = ("message", "observed", "expected", "remediation")  # ids and titles are never rewritten
 ERROR_REMEDIATION = {
     "probe_unreachable": "Nothing answered at {bind}:{port}: check that {name} runs and listens where the profile says.",
     "probe_timeout": "{name} accepted the connection but did not answer in time: look for a hang or overload.",
@@ -45,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gates-target", metavar="URL", default="local",
                     help="How to reach the host: 'local' (default).")
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
+    group.addoption("--gates-only", metavar="ID,ID", default="",
+                    help="Run only these check ids (comma-separated); the others are deselected.")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,7 +59,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not name:
         return
     try:
-        profile = load_profile(name, parse_sets(config.getoption("gates_set")))
+        extra = json.loads(os.environ.get(SETS_ENV, "[]"))  # how `gates run` passes --set without argv exposure
+        profile = load_profile(name, parse_sets([*extra, *config.getoption("gates_set")]))
         host = make_host(config.getoption("gates_target"))
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
@@ -89,6 +95,20 @@ def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
     if spec is None or callspec is None or "target" not in callspec.params:
         return None
     return spec, callspec.params["target"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect checks outside ``--gates-only``."""
+    only = {x for x in str(config.getoption("gates_only") or "").split(",") if x}
+    if not only:
+        return
+    keep, drop = [], []
+    for item in items:
+        spec = spec_of(getattr(item, "function", None))
+        (keep if spec is not None and spec.id in only else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -250,7 +270,9 @@ class ResultWriter:
         """Write the result a check report carries."""
         for key, value in report.user_properties:
             if key == "gates_result":
-                record = self.redactor.scrub(json.loads(str(value)))
+                record = json.loads(str(value))
+                for field in FREE_TEXT:
+                    record[field] = self.redactor.scrub(record.get(field))
                 self._file.write(json.dumps(record, sort_keys=True) + "\n")
                 self._file.flush()
 

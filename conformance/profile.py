@@ -137,10 +137,12 @@ class Profile:
         raise KeyError(name)
 
     def secrets(self) -> frozenset[str]:
-        """Values that must never reach an artifact (secret variables and passwords)."""
-        found = {v.value for v in self.variables if v.secret and v.value}
-        found |= {s.password for s in self.services if s.password}
-        return frozenset(found)
+        """Secret values supplied from outside the profile (environment or ``--set``).
+
+        A secret variable's default is written in the profile itself, so it is no secret;
+        everything supplied at run time is scrubbed from artifacts by value.
+        """
+        return frozenset(v.value for v in self.variables if v.secret and v.value and v.origin != "default")
 
     def public_variables(self) -> dict[str, str]:
         """Resolved variables with secret values masked, for reports."""

@@ -1,0 +1,83 @@
+"""Decide a gate from check results. Pure: no I/O, so old results can be re-evaluated offline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gates.gate import Expansion, Gate
+
+STATUS_ORDER = ("fail", "error", "skip", "not_run")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    """The report body of one gate: checks, blocking issues and the verdict."""
+
+    checks: list[dict[str, Any]]
+    blocking: list[dict[str, Any]]
+    verdict: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        """pass, fail or incomplete."""
+        return str(self.verdict["status"])
+
+
+def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
+    if record is None:
+        return {"id": instance_id, "ok": False, "status": "not_run", "failureCode": "not_run",
+                "detail": {"message": "the check did not run (no result was recorded)", "remediation": None}}
+    status = str(record["outcome"])
+    detail: dict[str, Any] = {
+        "title": record.get("title", ""),
+        "severity": record.get("severity", "critical"),
+        "message": record.get("message", ""),
+        "observed": record.get("observed"),
+        "expected": record.get("expected"),
+        "remediation": record.get("remediation"),
+    }
+    entry: dict[str, Any] = {"id": instance_id, "ok": status == "pass", "status": status, "detail": detail}
+    if status != "pass":
+        entry["failureCode"] = str(record.get("reasonCode") or status)
+    return entry
+
+
+def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str, Any]]) -> Evaluation:
+    """Fail if any required instance failed; else incomplete if any did not pass or nothing was required."""
+    checks = [_entry(inst.id, results.get(inst.id)) for inst in expansion.instances]
+    blocking = [
+        {"id": f"{gate.name}:{c['id']}", "checkId": c["id"], "status": c["status"], "failureCode": c["failureCode"],
+         "reason": c["detail"]["message"], "remediation": c["detail"].get("remediation")}
+        for c in checks if not c["ok"]
+    ]
+    for check_id in expansion.unmatched:
+        blocking.append({"id": f"{gate.name}:{check_id}", "checkId": check_id, "status": "not_run",
+                         "failureCode": "no_target",
+                         "reason": f"the profile declares no target for required check {check_id}",
+                         "remediation": "Declare the part of the deployment this check certifies, or mark the "
+                                        "requirement optional in the gate file."})
+    counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}
+    if counts["fail"]:
+        status = "fail"
+    elif blocking or not checks:
+        status = "incomplete"
+    else:
+        status = "pass"
+    verdict = {
+        "ok": status == "pass", "status": status, "totalChecks": len(checks), "passedChecks": counts["pass"],
+        "failedChecks": counts["fail"], "erroredChecks": counts["error"], "skippedChecks": counts["skip"],
+        "notRunChecks": counts["not_run"],
+    }
+    blocking.sort(key=lambda b: b["id"])
+    return Evaluation(checks=checks, blocking=blocking, verdict=verdict)
+
+
+def exit_code(statuses: list[str]) -> int:
+    """0 when every gate passed, 1 when any failed, else 3 (incomplete/undetermined)."""
+    if any(s == "fail" for s in statuses):
+        return 1
+    if statuses and all(s == "pass" for s in statuses):
+        return 0
+    return 3

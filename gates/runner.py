@@ -1,0 +1,103 @@
+"""Run the conformance suite in a child pytest process and collect its results.
+
+The child is isolated (its own interpreter, memory limit and wall-clock limit), so a
+hostile target cannot take the CLI down with it; results stream back as NDJSON, and any
+check that left no result is later reported `not_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import conformance
+
+SUITE_DIR = Path(conformance.__file__).resolve().parent / "suite"
+SUITE_INI = SUITE_DIR / "suite.ini"
+MEMORY_LIMIT_BYTES = 4 << 30
+SETS_ENV = "GATES_SETS_JSON"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuiteRun:
+    """What the child run left behind."""
+
+    results: dict[str, dict[str, Any]]
+    returncode: int
+    timed_out: bool
+    log: Path
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """Parse results.ndjson; a torn last line (a killed run) is ignored."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "id" in record:
+            out[str(record["id"])] = record
+    return out
+
+
+def run_suite(
+    *,
+    profile: str,
+    sets: Sequence[str],
+    target: str,
+    checks: Sequence[str],
+    out: Path,
+    timeout_s: float,
+    progress: Callable[[int, float], None] | None = None,
+) -> SuiteRun:
+    """Run the checks ``checks`` of the suite against ``profile``; write junit.xml and report.html in ``out``."""
+    run_dir = out / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_path = run_dir / "results.ndjson"
+    results_path.unlink(missing_ok=True)
+    log = run_dir / "pytest.log"
+    argv = [
+        sys.executable, "-m", "pytest", "-c", str(SUITE_INI), "--rootdir", str(SUITE_DIR), str(SUITE_DIR),
+        "-p", "conformance.plugin", "-p", "pytest_metadata.plugin", "-p", "pytest_html.plugin",
+        "--gates-profile", profile, "--gates-target", target, "--gates-results", str(results_path),
+        "--gates-only", ",".join(checks),
+        "--junitxml", str(out / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
+        "--html", str(out / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+    ]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
+    started = time.monotonic()
+    with log.open("wb") as out_file:
+        child = subprocess.Popen(argv, stdout=out_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, preexec_fn=_limit_memory, start_new_session=True)
+        timed_out = False
+        while True:
+            try:
+                child.wait(timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - started
+                if progress is not None:
+                    progress(len(read_results(results_path)), elapsed)
+                if elapsed > timeout_s:
+                    timed_out = True
+                    os.killpg(child.pid, 9)
+                    child.wait()
+                    break
+    return SuiteRun(results=read_results(results_path), returncode=child.returncode, timed_out=timed_out, log=log)
