@@ -1,0 +1,144 @@
+"""End-to-end self-tests against the real reference deployment and every fault injector."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.oroboros.deployment import default_state_dir
+from fixtures.procs import Proc, alive
+from fixtures.registry import REFERENCES
+from gates import report as reports
+from gates.cli import run
+
+REF = REFERENCES["oroboros"]
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def gates(*argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process and return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def not_ok(out: Path) -> dict[str, str]:
+    """Instance id → status of every check that did not pass, across all reports in ``out``."""
+    found: dict[str, str] = {}
+    for path in sorted((out / "gates").glob("*.json")):
+        for check in json.loads(path.read_text())["checks"]:
+            if not check["ok"]:
+                found[check["id"]] = check["status"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[list[str]]:
+    """A healthy reference deployment; yields the `gates run` arguments that certify it."""
+    state = default_state_dir(f"selftest-{WORKER}-healthy")
+    REF.down(state)
+    args = REF.up(state)
+    try:
+        yield args
+    finally:
+        REF.down(state)
+
+
+class TestHealthyReference:
+    """The healthy reference passes every gate, deterministically, without leaking secrets."""
+
+    def test_every_gate_passes(self, healthy: list[str], tmp_path: Path) -> None:
+        """`gates run` exits 0 and writes schema-valid, hash-consistent reports that all pass."""
+        code, stdout, _ = gates("run", *healthy, "--out", str(tmp_path), "--quiet")
+        assert code == 0, stdout
+        for name in ("runtime-health", "runtime-topology"):
+            body = reports.verify(tmp_path / "gates" / f"{name}.json")
+            assert body["verdict"]["status"] == "pass"
+            assert body["verdict"]["totalChecks"] == body["verdict"]["passedChecks"] > 0
+        assert (tmp_path / "junit.xml").is_file()
+        assert (tmp_path / "report.html").is_file()
+
+    def test_same_state_same_artifact_hash(self, healthy: list[str], tmp_path: Path) -> None:
+        """Two runs against the same deployment state produce identical artifactHash values."""
+        hashes = []
+        for i in (1, 2):
+            code, stdout, _ = gates("run", *healthy, "--out", str(tmp_path / str(i)), "--quiet")
+            assert code == 0, stdout
+            hashes.append({p.name: json.loads(p.read_text())["artifactHash"]
+                           for p in sorted((tmp_path / str(i) / "gates").glob("*.json"))})
+        assert hashes[0] == hashes[1]
+        assert len(hashes[0]) == 2
+
+    def test_single_gate_selection(self, healthy: list[str], tmp_path: Path) -> None:
+        """`--gate runtime-health` writes only that report."""
+        code, _, _ = gates("run", *healthy, "--gate", "runtime-health", "--out", str(tmp_path), "--quiet")
+        assert code == 0
+        assert sorted(p.name for p in (tmp_path / "gates").iterdir()) == ["runtime-health.json"]
+
+    def test_secret_canary_never_reaches_artifacts(self, healthy: list[str], tmp_path: Path) -> None:
+        """A secret supplied at run time appears in no file the run writes, even when checks fail on it."""
+        canary = "canary-Zq7xK2pW9m"
+        code, _, _ = gates("run", *healthy, "--set", f"postgres.password={canary}", "--out", str(tmp_path),
+                           "--quiet")
+        assert code == 1  # the wrong password fails the login and the env-file value check
+        bad = not_ok(tmp_path)
+        assert "health.postgres.database_connect[postgres]" in bad
+        assert "config.env.values_exact[api]" in bad
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert len(files) >= 5
+        leaked = [str(p) for p in files if canary in p.read_text(errors="replace")]
+        assert leaked == []
+
+
+@pytest.mark.parametrize("fault", REF.faults, ids=lambda f: f.id)
+def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The fault makes exactly its declared check instances fail or error and leaves every other one passing."""
+    state = default_state_dir(f"selftest-{WORKER}-fault")
+    REF.down(state)
+    args = REF.up(state, fault.id)
+    try:
+        code, stdout, _ = gates("run", *args, "--out", str(tmp_path), "--quiet")
+    finally:
+        REF.down(state)
+    tripped = not_ok(tmp_path)
+    assert sorted(tripped) == sorted(fault.trips), stdout
+    expected_code = 1 if "fail" in tripped.values() else 3
+    assert code == expected_code, stdout
+
+
+class TestLifecycle:
+    """The reference starts in the background, prints how to certify it, and stops completely."""
+
+    def test_up_prints_run_arguments_and_down_leaves_nothing(self, tmp_path: Path) -> None:
+        """`reference up` ends stdout with the `gates run` arguments; `down` stops every process it started."""
+        state = default_state_dir(f"selftest-{WORKER}-lifecycle")
+        code, stdout, _ = gates("reference", "up", "oroboros", "--state-dir", str(state))
+        try:
+            assert code == 0
+            last = stdout.strip().splitlines()[-1]
+            assert last.startswith("--profile oroboros --set ports.")
+            procs = [Proc.from_json(p) for p in json.loads((state / "state.json").read_text())["processes"]]
+            assert len(procs) == 12
+            assert all(alive(p) for p in procs)
+            code, _, err = gates("reference", "up", "oroboros", "--state-dir", str(state))
+            assert code == 3
+            assert "already running" in err
+        finally:
+            code, stdout, _ = gates("reference", "down", "oroboros", "--state-dir", str(state))
+        assert code == 0
+        assert not any(alive(p) for p in procs)
+        assert not state.exists()
+
+    def test_nothing_running_never_passes(self, tmp_path: Path) -> None:
+        """Against a deployment that is not running, `gates run` exits non-zero (listeners fail)."""
+        state = default_state_dir(f"selftest-{WORKER}-gone")
+        args = REF.up(state)
+        REF.down(state)
+        code, stdout, _ = gates("run", *args, "--out", str(tmp_path), "--quiet")
+        assert code == 1, stdout
+        assert "topology.listen.port_bound[api]" in not_ok(tmp_path)

@@ -1,0 +1,227 @@
+"""Unit tests for `conformance.profile`: loading the built-in profile and rejecting bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.errors import ConfigError
+from conformance.profile import EnvFile, Profile, load_profile, parse_sets
+
+HEADER = "schemaVersion: gates.profile/v1\nname: sample\n"
+ONE_SERVICE = "services:\n  - name: app\n    kind: http\n    bind: 127.0.0.1\n    port: 8000\n"
+SECRET = "correct-horse-battery-staple"
+
+
+def env_values(profile: Profile, name: str) -> dict[str, str]:
+    """The expected key/values of the env file called ``name``."""
+    found: EnvFile = next(e for e in profile.env_files if e.name == name)
+    return dict(found.values)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """Write ``text`` as a profile file under ``tmp_path`` and return its path."""
+    path = tmp_path / "profile.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path, overrides: dict[str, str] | None = None) -> ConfigError:
+    """Load ``path`` and return the `ConfigError` it raises."""
+    with pytest.raises(ConfigError) as info:
+        load_profile(str(path), overrides)
+    return info.value
+
+
+class TestBuiltinProfile:
+    """The shipped ``oroboros`` profile."""
+
+    def test_declares_twelve_services(self) -> None:
+        """The profile declares the twelve services of the runtime topology."""
+        profile = load_profile("oroboros")
+        assert len(profile.services) == 12
+        assert profile.name == "oroboros"
+        assert profile.source == "builtin:oroboros"
+
+    def test_declares_seven_env_files(self) -> None:
+        """The profile declares seven environment files under /etc/oroboros."""
+        profile = load_profile("oroboros")
+        assert len(profile.env_files) == 7
+        assert all(e.path.startswith("/etc/oroboros/") for e in profile.env_files)
+
+    def test_declares_six_routes(self) -> None:
+        """The reverse proxy has six host routes, each to a declared service."""
+        profile = load_profile("oroboros")
+        assert profile.routes is not None
+        assert len(profile.routes.hosts) == 6
+        names = {s.name for s in profile.services}
+        assert all(r.upstream in names for r in profile.routes.hosts)
+        assert profile.routes.unknown_status == 404
+
+    def test_release_paths(self) -> None:
+        """The release symlink and the releases directory sit under the deploy root."""
+        profile = load_profile("oroboros")
+        assert profile.release is not None
+        assert profile.release.current == "/srv/oroboros/current"
+        assert profile.release.releases == "/srv/oroboros/releases"
+
+    def test_default_api_port(self) -> None:
+        """Without overrides the api listens on 8000 and api.env expects API_PORT=8000."""
+        profile = load_profile("oroboros")
+        assert profile.service("api").port == 8000
+        assert env_values(profile, "api")["API_PORT"] == "8000"
+
+    def test_set_overrides_port_everywhere(self) -> None:
+        """Setting ports.api changes both the service port and the api.env expected API_PORT."""
+        profile = load_profile("oroboros", parse_sets(["ports.api=18000"]))
+        assert profile.service("api").port == 18000
+        assert env_values(profile, "api")["API_PORT"] == "18000"
+
+    def test_unknown_service_name_is_key_error(self) -> None:
+        """Asking for an undeclared service raises KeyError."""
+        with pytest.raises(KeyError):
+            load_profile("oroboros").service("nope")
+
+    def test_default_secret_is_not_a_secret(self) -> None:
+        """A secret variable's default is written in the profile, so secrets() does not contain it."""
+        profile = load_profile("oroboros", environ={})
+        assert "postgres" not in profile.secrets()
+        assert profile.secrets() == frozenset()
+
+    def test_override_secret_is_a_secret(self) -> None:
+        """A secret value given through overrides is listed by secrets()."""
+        profile = load_profile("oroboros", {"postgres.password": SECRET}, environ={})
+        assert SECRET in profile.secrets()
+        assert profile.service("postgres").password == SECRET
+
+    def test_environment_secret_is_a_secret(self) -> None:
+        """A secret value taken from the variable's environment variable is listed by secrets()."""
+        profile = load_profile("oroboros", environ={"GATES_OROBOROS_PG_PASSWORD": SECRET})
+        assert SECRET in profile.secrets()
+        assert SECRET in env_values(profile, "api")["DATABASE_URL"]
+
+    def test_override_beats_environment(self) -> None:
+        """A --set value takes precedence over the environment variable."""
+        profile = load_profile(
+            "oroboros", {"postgres.password": SECRET}, environ={"GATES_OROBOROS_PG_PASSWORD": "from-environment"}
+        )
+        assert profile.service("postgres").password == SECRET
+
+    def test_public_variables_mask_secrets(self) -> None:
+        """public_variables() shows ordinary values and masks every secret value."""
+        public = load_profile("oroboros", {"postgres.password": SECRET}, environ={}).public_variables()
+        assert public["postgres.password"] == "<redacted>"
+        assert public["ports.api"] == "8000"
+        assert SECRET not in public.values()
+
+
+class TestProfileErrors:
+    """Bad profile input raises `ConfigError` naming the file and a location."""
+
+    def test_invalid_yaml_syntax(self, tmp_path: Path) -> None:
+        """Broken YAML syntax is reported with the file and a line."""
+        path = write(tmp_path, HEADER + "services: [\n  {name: app\n")
+        err = load_error(path)
+        assert err.source == str(path)
+        assert err.location is not None
+        assert "line" in err.location
+        assert "invalid YAML" in err.render()
+        assert str(path) in err.render()
+
+    def test_schema_violation_wrong_type(self, tmp_path: Path) -> None:
+        """A port given as a list is a schema violation located at services[0].port with its line."""
+        path = write(tmp_path, HEADER + ONE_SERVICE.replace("port: 8000", "port: [1]"))
+        err = load_error(path)
+        assert err.location is not None
+        assert "services[0].port" in err.location
+        assert "line 7" in err.location
+        assert "schema" in err.message
+        assert str(path) in err.render()
+
+    def test_schema_violation_missing_services(self, tmp_path: Path) -> None:
+        """A profile without services is a schema violation naming the missing property and a line."""
+        path = write(tmp_path, HEADER)
+        err = load_error(path)
+        assert "'services' is a required property" in err.message
+        assert err.location is not None
+        assert "line" in err.location
+        assert str(path) in err.render()
+
+    def test_unknown_variable_reference(self, tmp_path: Path) -> None:
+        """A ${name} that is not declared is reported at the field that uses it."""
+        path = write(tmp_path, HEADER + ONE_SERVICE.replace("bind: 127.0.0.1", "bind: ${nowhere}"))
+        err = load_error(path)
+        assert "${nowhere}" in err.message
+        assert err.location is not None
+        assert "services[0].bind" in err.location
+        assert "line 6" in err.location
+
+    def test_set_of_undeclared_variable(self, tmp_path: Path) -> None:
+        """--set of a variable the profile does not declare is blamed on the --set argument."""
+        path = write(tmp_path, HEADER + "variables:\n  port: {default: 8000}\n" + ONE_SERVICE)
+        err = load_error(path, {"nosuch": "1"})
+        assert err.source == "<argument --set>"
+        assert "nosuch" in err.message
+        assert "port" in err.message
+
+    def test_set_without_equals(self) -> None:
+        """A --set argument without '=' is rejected by parse_sets."""
+        with pytest.raises(ConfigError) as info:
+            parse_sets(["ports.api"])
+        assert info.value.source == "<argument --set>"
+        assert "NAME=VALUE" in info.value.message
+
+    def test_parse_sets_keeps_equals_in_value(self) -> None:
+        """Only the first '=' separates name from value."""
+        assert parse_sets(["a.b=x=y", "c="]) == {"a.b": "x=y", "c": ""}
+
+    def test_duplicate_yaml_key(self, tmp_path: Path) -> None:
+        """A key given twice in one mapping is rejected with the line of the second one."""
+        path = write(tmp_path, HEADER + "name: other\n" + ONE_SERVICE)
+        err = load_error(path)
+        assert "duplicate" in err.message
+        assert err.location is not None
+        assert "line 3" in err.location
+
+    def test_route_to_undeclared_service(self, tmp_path: Path) -> None:
+        """A route whose upstream is not a declared service is reported at that upstream."""
+        routes = "routes:\n  proxy: app\n  hosts:\n    - {host: a.example.com, upstream: ghost}\n"
+        path = write(tmp_path, HEADER + ONE_SERVICE + routes)
+        err = load_error(path)
+        assert "'ghost' is not a declared service" in err.message
+        assert err.location is not None
+        assert "routes.hosts[0].upstream" in err.location
+        assert "line" in err.location
+
+    def test_duplicate_service_names(self, tmp_path: Path) -> None:
+        """Two services with one name are rejected at the second one."""
+        second = ONE_SERVICE.replace("services:\n", "").replace("8000", "8001")
+        path = write(tmp_path, HEADER + ONE_SERVICE + second)
+        err = load_error(path)
+        assert "duplicate name 'app'" in err.message
+        assert err.location is not None
+        assert "services[1]" in err.location
+
+    def test_port_out_of_range_via_set(self) -> None:
+        """A port variable set out of range is reported at the service port it feeds."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("oroboros", {"ports.api": "70000"})
+        err = info.value
+        assert err.source == "builtin:oroboros"
+        assert "70000" in err.message
+        assert err.location is not None
+        assert "services[5].port" in err.location
+        assert "line" in err.location
+
+    def test_port_not_an_integer_via_set(self) -> None:
+        """A port variable set to text is reported as not an integer."""
+        with pytest.raises(ConfigError, match="expected an integer"):
+            load_profile("oroboros", {"ports.api": "eighty"})
+
+    def test_unknown_profile_name(self) -> None:
+        """A name that is neither a built-in profile nor a file is rejected and the built-ins are listed."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("no-such-profile")
+        assert info.value.source == "<argument --profile>"
+        assert "oroboros" in info.value.message
