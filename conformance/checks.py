@@ -80,8 +80,15 @@ def check(
 
     def decorate(fn: F) -> F:
         origin = f"{fn.__module__}.{fn.__qualname__}"
-        spec = CheckSpec(id=check_id, title=title, severity=severity, remediation=remediation,
-                         targets=targets, observe=observe, origin=origin)
+        spec = CheckSpec(
+            id=check_id,
+            title=title,
+            severity=severity,
+            remediation=remediation,
+            targets=targets,
+            observe=observe,
+            origin=origin,
+        )
         existing = REGISTRY.get(check_id)
         if existing is not None and existing.origin != origin:
             raise pytest.UsageError(f"check id {check_id!r} is declared twice ({existing.origin}, {origin})")
@@ -122,18 +129,24 @@ def known_check(check_id: str, *, source: str, location: str) -> CheckSpec:
     registry = load_suite()
     if check_id not in registry:
         close = [k for k in sorted(registry) if k.split(".")[0] == check_id.split(".")[0]]
-        hint = f"; checks in that domain: {', '.join(close)}" if close else f"; known: {', '.join(sorted(registry))}"
+        hint = (
+            f"; checks in that domain: {', '.join(close)}"
+            if close
+            else f"; known: {', '.join(sorted(registry))}"
+        )
         raise ConfigError(f"unknown check id {check_id!r}{hint}", source=source, location=location)
     return registry[check_id]
 
 
 # --- assertions -----------------------------------------------------------------------------
 
+
 class CheckFailed(AssertionError):
     """A check observed that the deployment does not conform."""
 
-    def __init__(self, message: str, *, reason: str, observed: object, expected: object,
-                 remediation: str | None) -> None:
+    def __init__(
+        self, message: str, *, reason: str, observed: object, expected: object, remediation: str | None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -149,7 +162,9 @@ class Evidence:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-CURRENT_EVIDENCE: contextvars.ContextVar[Evidence | None] = contextvars.ContextVar("gates_evidence", default=None)
+CURRENT_EVIDENCE: contextvars.ContextVar[Evidence | None] = contextvars.ContextVar(
+    "gates_evidence", default=None
+)
 
 
 def expect(
@@ -171,4 +186,6 @@ def expect(
     if evidence is not None:
         evidence.items.append({"observed": observed, "expected": expected, "ok": bool(condition)})
     if not condition:
-        raise CheckFailed(message, reason=reason, observed=observed, expected=expected, remediation=remediation)
+        raise CheckFailed(
+            message, reason=reason, observed=observed, expected=expected, remediation=remediation
+        )

@@ -42,14 +42,26 @@ ERROR_REMEDIATION = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the plugin's options."""
     group = parser.getgroup("gates", "certify a live deployment against a profile")
-    group.addoption("--gates-profile", metavar="NAME|PATH", help="Built-in profile name or path to a profile YAML.")
-    group.addoption("--gates-set", metavar="NAME=VALUE", action="append", default=[],
-                    help="Override a profile variable (repeatable).")
-    group.addoption("--gates-target", metavar="URL", default="local",
-                    help="How to reach the host: 'local' (default).")
+    group.addoption(
+        "--gates-profile", metavar="NAME|PATH", help="Built-in profile name or path to a profile YAML."
+    )
+    group.addoption(
+        "--gates-set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="Override a profile variable (repeatable).",
+    )
+    group.addoption(
+        "--gates-target", metavar="URL", default="local", help="How to reach the host: 'local' (default)."
+    )
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
-    group.addoption("--gates-only", metavar="ID,ID", default="",
-                    help="Run only these check ids (comma-separated); the others are deselected.")
+    group.addoption(
+        "--gates-only",
+        metavar="ID,ID",
+        default="",
+        help="Run only these check ids (comma-separated); the others are deselected.",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,7 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not name:
         return
     try:
-        extra = json.loads(os.environ.get(SETS_ENV, "[]"))  # how `gates run` passes --set without argv exposure
+        extra = json.loads(
+            os.environ.get(SETS_ENV, "[]")
+        )  # how `gates run` passes --set without argv exposure
         profile = load_profile(name, parse_sets([*extra, *config.getoption("gates_set")]))
         host = make_host(config.getoption("gates_target"))
     except ConfigError as exc:
@@ -102,7 +116,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     only = {x for x in str(config.getoption("gates_only") or "").split(",") if x}
     if not only:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         spec = spec_of(getattr(item, "function", None))
         (keep if spec is not None and spec.id in only else drop).append(item)
@@ -157,7 +172,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _render(template: str, target: Any) -> str:
-    fields = {name: getattr(target, name, "") for name in ("name", "unit", "port", "bind", "path", "host", "upstream")}
+    fields = {
+        name: getattr(target, name, "")
+        for name in ("name", "unit", "port", "bind", "path", "host", "upstream")
+    }
     fields = {k: ("" if v is None else v) for k, v in fields.items()}
     try:
         return template.format(**fields)
@@ -175,7 +193,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     found = _spec_and_target(item)
     if found is None or item.config.stash.get(PROFILE_KEY, None) is None:
         return None
-    if call.when == "teardown" or (call.when == "setup" and call.excinfo is None):
+    when = call.when
+    if when not in ("setup", "call") or (when == "setup" and call.excinfo is None):
         return None
     spec, target = found
     record: dict[str, Any] = {
@@ -196,24 +215,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if isinstance(exc, pytest.skip.Exception):
         record.update(outcome="skip", reasonCode="skipped", message=str(exc.msg))
     elif isinstance(exc, CheckFailed):
-        record.update(outcome="fail", reasonCode=exc.reason, message=exc.message, observed=exc.observed,
-                      expected=exc.expected, remediation=exc.remediation or _render(spec.remediation, target))
+        record.update(
+            outcome="fail",
+            reasonCode=exc.reason,
+            message=exc.message,
+            observed=exc.observed,
+            expected=exc.expected,
+            remediation=exc.remediation or _render(spec.remediation, target),
+        )
     elif isinstance(exc, ProbeError):
         hint = ERROR_REMEDIATION.get(exc.reason_code)
-        record.update(outcome="error", reasonCode=exc.reason_code, message=str(exc),
-                      remediation=_render(hint, target) if hint else None)
+        record.update(
+            outcome="error",
+            reasonCode=exc.reason_code,
+            message=str(exc),
+            remediation=_render(hint, target) if hint else None,
+        )
     elif isinstance(exc, AssertionError):
         first = str(exc).splitlines()[0] if str(exc) else "assertion failed"
-        record.update(outcome="fail", reasonCode="assertion_failed", message=first,
-                      remediation=_render(spec.remediation, target))
+        record.update(
+            outcome="fail",
+            reasonCode="assertion_failed",
+            message=first,
+            remediation=_render(spec.remediation, target),
+        )
     elif exc is not None:
-        record.update(outcome="error", reasonCode="check_crashed",
-                      message=f"the check itself raised {type(exc).__name__}: {exc}")
+        record.update(
+            outcome="error",
+            reasonCode="check_crashed",
+            message=f"the check itself raised {type(exc).__name__}: {exc}",
+        )
     else:
         items = item.stash.get(EVIDENCE_KEY, Evidence()).items
         last = items[-1] if items else {}
-        record.update(outcome="pass", reasonCode=None, message="conforms",
-                      observed=last.get("observed"), expected=last.get("expected"))
+        record.update(
+            outcome="pass",
+            reasonCode=None,
+            message="conforms",
+            observed=last.get("observed"),
+            expected=last.get("expected"),
+        )
     longrepr: Any = None
     outcome: Literal["passed", "failed", "skipped"] = "passed"
     if record["outcome"] == "skip":
@@ -234,7 +275,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         keywords=dict.fromkeys(item.keywords, 1),
         outcome=outcome,
         longrepr=longrepr,
-        when=call.when,
+        when=when,
         sections=[],
         duration=call.duration,
         start=call.start,

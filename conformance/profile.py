@@ -146,7 +146,10 @@ class Profile:
 
     def public_variables(self) -> dict[str, str]:
         """Resolved variables with secret values masked, for reports."""
-        return {v.name: ("<redacted>" if v.secret else v.value) for v in sorted(self.variables, key=lambda v: v.name)}
+        return {
+            v.name: ("<redacted>" if v.secret else v.value)
+            for v in sorted(self.variables, key=lambda v: v.name)
+        }
 
 
 def builtin_profiles() -> list[str]:
@@ -209,7 +212,9 @@ class _Resolver:
                 return "$"
             name = match.group(1)
             if name not in self.values:
-                raise self.fail(path, f"unknown variable ${{{name}}}; declared: {', '.join(sorted(self.values))}")
+                raise self.fail(
+                    path, f"unknown variable ${{{name}}}; declared: {', '.join(sorted(self.values))}"
+                )
             return self.values[name]
 
         return _VAR.sub(sub, raw)
@@ -238,7 +243,9 @@ class _Resolver:
         return value
 
 
-def _variables(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, str]) -> tuple[Variable, ...]:
+def _variables(
+    doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, str]
+) -> tuple[Variable, ...]:
     declared: dict[str, Any] = doc.data.get("variables") or {}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
@@ -280,13 +287,22 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
     probe_raw = data.get("probe") or {}
     defaults = ProbeSettings()
     probe = ProbeSettings(
-        connect_timeout_s=r.number(probe_raw.get("connectTimeoutSeconds", defaults.connect_timeout_s),
-                                   ("probe", "connectTimeoutSeconds")),
-        read_timeout_s=r.number(probe_raw.get("readTimeoutSeconds", defaults.read_timeout_s),
-                                ("probe", "readTimeoutSeconds")),
-        deadline_s=r.number(probe_raw.get("deadlineSeconds", defaults.deadline_s), ("probe", "deadlineSeconds")),
-        max_body_bytes=r.integer(probe_raw.get("maxBodyBytes", defaults.max_body_bytes),
-                                 ("probe", "maxBodyBytes"), low=1, high=1 << 30),
+        connect_timeout_s=r.number(
+            probe_raw.get("connectTimeoutSeconds", defaults.connect_timeout_s),
+            ("probe", "connectTimeoutSeconds"),
+        ),
+        read_timeout_s=r.number(
+            probe_raw.get("readTimeoutSeconds", defaults.read_timeout_s), ("probe", "readTimeoutSeconds")
+        ),
+        deadline_s=r.number(
+            probe_raw.get("deadlineSeconds", defaults.deadline_s), ("probe", "deadlineSeconds")
+        ),
+        max_body_bytes=r.integer(
+            probe_raw.get("maxBodyBytes", defaults.max_body_bytes),
+            ("probe", "maxBodyBytes"),
+            low=1,
+            high=1 << 30,
+        ),
     )
 
     services: list[Service] = []
@@ -317,15 +333,21 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         p = ("envFiles", i)
         values = tuple((k, r.text(v, (*p, "values", k))) for k, v in (raw.get("values") or {}).items())
         env_files.append(
-            EnvFile(name=raw["name"], path=r.text(raw["path"], (*p, "path")), values=values,
-                    keys=tuple(raw.get("keys") or ()))
+            EnvFile(
+                name=raw["name"],
+                path=r.text(raw["path"], (*p, "path")),
+                values=values,
+                keys=tuple(raw.get("keys") or ()),
+            )
         )
     _unique([e.name for e in env_files], "envFiles", "name", r)
     env_names = {e.name for e in env_files}
     names = {s.name for s in services}
     for i, svc in enumerate(services):
         if svc.env_file is not None and svc.env_file not in env_names:
-            raise r.fail(("services", i, "envFile"), f"envFile {svc.env_file!r} is not declared under envFiles")
+            raise r.fail(
+                ("services", i, "envFile"), f"envFile {svc.env_file!r} is not declared under envFiles"
+            )
 
     routes: Routes | None = None
     if data.get("routes"):
@@ -335,15 +357,24 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         hosts = []
         for i, h in enumerate(raw["hosts"]):
             if h["upstream"] not in names:
-                raise r.fail(("routes", "hosts", i, "upstream"), f"upstream {h['upstream']!r} is not a declared service")
-            hosts.append(Route(host=r.text(h["host"], ("routes", "hosts", i, "host")), upstream=h["upstream"]))
+                raise r.fail(
+                    ("routes", "hosts", i, "upstream"),
+                    f"upstream {h['upstream']!r} is not a declared service",
+                )
+            hosts.append(
+                Route(host=r.text(h["host"], ("routes", "hosts", i, "host")), upstream=h["upstream"])
+            )
         _unique([h.host for h in hosts], "routes.hosts", "host", r)
         unknown = raw.get("unknownHost") or {}
         routes = Routes(
             proxy=raw["proxy"],
             hosts=tuple(hosts),
-            unknown_host=r.text(unknown.get("host", "gates-unknown-host.invalid"), ("routes", "unknownHost", "host")),
-            unknown_status=r.integer(unknown.get("status", 404), ("routes", "unknownHost", "status"), low=100, high=599),
+            unknown_host=r.text(
+                unknown.get("host", "gates-unknown-host.invalid"), ("routes", "unknownHost", "host")
+            ),
+            unknown_status=r.integer(
+                unknown.get("status", 404), ("routes", "unknownHost", "status"), low=100, high=599
+            ),
             unknown_body=r.opt_text(unknown.get("body"), ("routes", "unknownHost", "body")),
         )
 

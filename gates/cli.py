@@ -31,20 +31,40 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gates", description="Certify a live deployment against its profile and write gate "
-                     "reports (exit 0 pass, 1 fail, 2 usage/config error, 3 incomplete).")
+    parser = _Parser(
+        prog="gates",
+        description="Certify a live deployment against its profile and write gate "
+        "reports (exit 0 pass, 1 fail, 2 usage/config error, 3 incomplete).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run gates against a deployment and write reports")
-    run.add_argument("--profile", required=True, metavar="NAME|PATH", help="built-in profile name or profile file")
-    run.add_argument("--gate", action="append", default=[], metavar="NAME|PATH",
-                     help="gate to run (repeatable; default: every gate the profile lists)")
-    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="sets",
-                     help="override a profile variable (repeatable)")
+    run.add_argument(
+        "--profile", required=True, metavar="NAME|PATH", help="built-in profile name or profile file"
+    )
+    run.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="NAME|PATH",
+        help="gate to run (repeatable; default: every gate the profile lists)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="sets",
+        help="override a profile variable (repeatable)",
+    )
     run.add_argument("--target", default="local", help="how to reach the host (default: local)")
     run.add_argument("--out", default="artifacts", type=Path, help="output directory (default: artifacts/)")
-    run.add_argument("--captured-at", default=None, help="capture timestamp recorded in (and hashed with) reports")
-    run.add_argument("--timeout", type=float, default=300.0, help="wall-clock limit for the whole run, seconds")
+    run.add_argument(
+        "--captured-at", default=None, help="capture timestamp recorded in (and hashed with) reports"
+    )
+    run.add_argument(
+        "--timeout", type=float, default=300.0, help="wall-clock limit for the whole run, seconds"
+    )
     run.add_argument("--quiet", action="store_true", help="print only the summary table")
 
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
@@ -58,13 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     ref_sub = ref.add_subparsers(dest="action", required=True, parser_class=_Parser)
     ref_up = ref_sub.add_parser("up", help="start it in the background")
     ref_up.add_argument("name")
-    ref_up.add_argument("--fault", default=None, metavar="ID", help="inject one fault (see 'gates faults NAME')")
+    ref_up.add_argument(
+        "--fault", default=None, metavar="ID", help="inject one fault (see 'gates faults NAME')"
+    )
     ref_up.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
     ref_down = ref_sub.add_parser("down", help="stop it and remove its files")
     ref_down.add_argument("name")
     ref_down.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
 
-    demo = sub.add_parser("demo", help="start a reference, run every gate it supports, print a summary, stop it")
+    demo = sub.add_parser(
+        "demo", help="start a reference, run every gate it supports, print a summary, stop it"
+    )
     demo.add_argument("name", nargs="?", default="oroboros")
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
@@ -80,8 +104,14 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
     err = stderr or sys.stderr
     try:
         args = _parser().parse_args(list(argv))
-        command = {"run": _cmd_run, "list": _cmd_list, "faults": _cmd_faults, "reference": _cmd_reference,
-                   "demo": _cmd_demo, "verify-report": _cmd_verify}[args.command]
+        command = {
+            "run": _cmd_run,
+            "list": _cmd_list,
+            "faults": _cmd_faults,
+            "reference": _cmd_reference,
+            "demo": _cmd_demo,
+            "verify-report": _cmd_verify,
+        }[args.command]
         return command(args, out, err)
     except ConfigError as exc:
         print(f"gates: error: {exc.render()}", file=err)
@@ -98,6 +128,7 @@ def main() -> NoReturn:
 
 # --- run ------------------------------------------------------------------------------------
 
+
 def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
     chosen = names or list(profile.gates)
     if not chosen:
@@ -111,8 +142,19 @@ def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
     return gates
 
 
-def certify(*, profile_arg: str, sets: list[str], gate_args: list[str], target: str, out: Path,
-            captured_at: str | None, timeout_s: float, stdout: IO[str], stderr: IO[str], quiet: bool) -> int:
+def certify(
+    *,
+    profile_arg: str,
+    sets: list[str],
+    gate_args: list[str],
+    target: str,
+    out: Path,
+    captured_at: str | None,
+    timeout_s: float,
+    stdout: IO[str],
+    stderr: IO[str],
+    quiet: bool,
+) -> int:
     """Run the selected gates against the deployment, write the reports, print the summary."""
     profile = load_profile(profile_arg, parse_sets(sets))
     gates = _select_gates(profile, gate_args)
@@ -128,21 +170,38 @@ def certify(*, profile_arg: str, sets: list[str], gate_args: list[str], target: 
             print(f"gates: {done}/{total} checks done ({elapsed:.1f}s)", file=stderr, flush=True)
 
     if not quiet:
-        print(f"gates: certifying profile {profile.name!r}: {len(gates)} gate(s), {total} check instance(s)",
-              file=stderr, flush=True)
-    suite = run_suite(profile=profile_arg, sets=sets, target=target, checks=checks, out=out, timeout_s=timeout_s,
-                      progress=progress)
+        print(
+            f"gates: certifying profile {profile.name!r}: {len(gates)} gate(s), {total} check instance(s)",
+            file=stderr,
+            flush=True,
+        )
+    suite = run_suite(
+        profile=profile_arg,
+        sets=sets,
+        target=target,
+        checks=checks,
+        out=out,
+        timeout_s=timeout_s,
+        progress=progress,
+    )
     if suite.timed_out:
-        print(f"gates: the run exceeded --timeout {timeout_s:g}s and was stopped; unfinished checks are not_run",
-              file=stderr)
+        print(
+            f"gates: the run exceeded --timeout {timeout_s:g}s and was stopped; unfinished checks are not_run",
+            file=stderr,
+        )
     elif suite.returncode not in (0, 1):
-        print(f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}", file=stderr)
+        print(
+            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}",
+            file=stderr,
+        )
     redactor = Redactor(profile.secrets())
     statuses = []
     rows = []
     for gate in gates:
         evaluation = evaluate(gate, expansions[gate.name], suite.results)
-        body = reports.build(gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor)
+        body = reports.build(
+            gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor
+        )
         path = out / "gates" / gate.report
         reports.write(body, path)
         statuses.append(evaluation.status)
@@ -164,12 +223,17 @@ def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
 
 
 def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[str]) -> None:
-    print(f"{'gate':<20} {'verdict':<11} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5} {'not-run':>7}  report",
-          file=out)
+    print(
+        f"{'gate':<20} {'verdict':<11} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5} {'not-run':>7}  report",
+        file=out,
+    )
     for gate, ev, path, _ in rows:
         v = ev.verdict
-        print(f"{gate.name:<20} {v['status'].upper():<11} {v['passedChecks']:>5} {v['failedChecks']:>5} "
-              f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}", file=out)
+        print(
+            f"{gate.name:<20} {v['status'].upper():<11} {v['passedChecks']:>5} {v['failedChecks']:>5} "
+            f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}",
+            file=out,
+        )
     blocking = [(g.name, b) for g, ev, _, _ in rows for b in ev.blocking]
     if blocking:
         print(f"\nblocking ({len(blocking)}):", file=out)
@@ -182,11 +246,22 @@ def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[st
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    return certify(profile_arg=args.profile, sets=args.sets, gate_args=args.gate, target=args.target, out=args.out,
-                   captured_at=args.captured_at, timeout_s=args.timeout, stdout=out, stderr=err, quiet=args.quiet)
+    return certify(
+        profile_arg=args.profile,
+        sets=args.sets,
+        gate_args=args.gate,
+        target=args.target,
+        out=args.out,
+        captured_at=args.captured_at,
+        timeout_s=args.timeout,
+        stdout=out,
+        stderr=err,
+        quiet=args.quiet,
+    )
 
 
 # --- list, faults, verify --------------------------------------------------------------------
+
 
 def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     profile = load_profile(args.profile, parse_sets(args.sets))
@@ -197,8 +272,10 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             print(f"  {inst.id}", file=out)
         for check_id in exp.unmatched:
             print(f"  {check_id}[?]  (no target in this profile: the gate will be incomplete)", file=out)
-    other = sorted({i.id for i in catalog(profile)} - {
-        i.id for g in _select_gates(profile, []) for i in expand(g, profile).instances})
+    other = sorted(
+        {i.id for i in catalog(profile)}
+        - {i.id for g in _select_gates(profile, []) for i in expand(g, profile).instances}
+    )
     if other:
         print("not required by any gate of this profile:", file=out)
         for inst_id in other:
@@ -210,8 +287,10 @@ def _reference(name: str) -> Any:
     from fixtures.registry import REFERENCES
 
     if name not in REFERENCES:
-        raise ConfigError(f"unknown reference {name!r}; available: {', '.join(sorted(REFERENCES))}",
-                          source="<argument NAME>")
+        raise ConfigError(
+            f"unknown reference {name!r}; available: {', '.join(sorted(REFERENCES))}",
+            source="<argument NAME>",
+        )
     return REFERENCES[name]
 
 
@@ -227,17 +306,22 @@ def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for path in args.reports:
         body = reports.verify(path)
         statuses.append(body["verdict"]["status"])
-        print(f"{path}: artifactHash ok ({body['artifactHash'][:16]}...), verdict {body['verdict']['status']}",
-              file=out)
+        print(
+            f"{path}: artifactHash ok ({body['artifactHash'][:16]}...), verdict {body['verdict']['status']}",
+            file=out,
+        )
     return exit_code(statuses)
 
 
 # --- reference, demo -------------------------------------------------------------------------
 
+
 def _check_fault(ref: Any, fault_id: str | None) -> None:
     if fault_id is not None and fault_id not in {f.id for f in ref.faults}:
-        raise ConfigError(f"unknown fault {fault_id!r} for {ref.name}; see 'gates faults {ref.name}'",
-                          source="<argument --fault>")
+        raise ConfigError(
+            f"unknown fault {fault_id!r} for {ref.name}; see 'gates faults {ref.name}'",
+            source="<argument --fault>",
+        )
 
 
 def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -251,7 +335,10 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             started = time.monotonic()
             run_args = ref.up(state, args.fault)
             note = f" with fault {args.fault}" if args.fault else ""
-            print(f"reference {ref.name} is up{note} ({time.monotonic() - started:.1f}s); state in {state}", file=out)
+            print(
+                f"reference {ref.name} is up{note} ({time.monotonic() - started:.1f}s); state in {state}",
+                file=out,
+            )
             print("certify it with: gates run " + " ".join(run_args), file=err)
             print(" ".join(run_args), file=out)
             return EXIT_PASS
@@ -269,8 +356,11 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     ref = _reference(args.name)
     _check_fault(ref, args.fault)
     state = ref.state_dir().with_name(f"{ref.name}-demo")
-    print(f"gates demo: starting reference {ref.name}" + (f" with fault {args.fault}" if args.fault else ""),
-          file=err, flush=True)
+    print(
+        f"gates demo: starting reference {ref.name}" + (f" with fault {args.fault}" if args.fault else ""),
+        file=err,
+        flush=True,
+    )
     try:
         ref.down(state)
         run_args = ref.up(state, args.fault)
@@ -281,8 +371,18 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     try:
         profile = run_args[run_args.index("--profile") + 1]
         sets = [run_args[i + 1] for i, a in enumerate(run_args) if a == "--set"]
-        return certify(profile_arg=profile, sets=sets, gate_args=[], target="local", out=args.out, captured_at=None,
-                       timeout_s=300.0, stdout=out, stderr=err, quiet=False)
+        return certify(
+            profile_arg=profile,
+            sets=sets,
+            gate_args=[],
+            target="local",
+            out=args.out,
+            captured_at=None,
+            timeout_s=300.0,
+            stdout=out,
+            stderr=err,
+            quiet=False,
+        )
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)

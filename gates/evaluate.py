@@ -27,8 +27,13 @@ class Evaluation:
 
 def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
     if record is None:
-        return {"id": instance_id, "ok": False, "status": "not_run", "failureCode": "not_run",
-                "detail": {"message": "the check did not run (no result was recorded)", "remediation": None}}
+        return {
+            "id": instance_id,
+            "ok": False,
+            "status": "not_run",
+            "failureCode": "not_run",
+            "detail": {"message": "the check did not run (no result was recorded)", "remediation": None},
+        }
     status = str(record["outcome"])
     detail: dict[str, Any] = {
         "title": record.get("title", ""),
@@ -48,16 +53,29 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
     """Fail if any required instance failed; else incomplete if any did not pass or nothing was required."""
     checks = [_entry(inst.id, results.get(inst.id)) for inst in expansion.instances]
     blocking = [
-        {"id": f"{gate.name}:{c['id']}", "checkId": c["id"], "status": c["status"], "failureCode": c["failureCode"],
-         "reason": c["detail"]["message"], "remediation": c["detail"].get("remediation")}
-        for c in checks if not c["ok"]
+        {
+            "id": f"{gate.name}:{c['id']}",
+            "checkId": c["id"],
+            "status": c["status"],
+            "failureCode": c["failureCode"],
+            "reason": c["detail"]["message"],
+            "remediation": c["detail"].get("remediation"),
+        }
+        for c in checks
+        if not c["ok"]
     ]
     for check_id in expansion.unmatched:
-        blocking.append({"id": f"{gate.name}:{check_id}", "checkId": check_id, "status": "not_run",
-                         "failureCode": "no_target",
-                         "reason": f"the profile declares no target for required check {check_id}",
-                         "remediation": "Declare the part of the deployment this check certifies, or mark the "
-                                        "requirement optional in the gate file."})
+        blocking.append(
+            {
+                "id": f"{gate.name}:{check_id}",
+                "checkId": check_id,
+                "status": "not_run",
+                "failureCode": "no_target",
+                "reason": f"the profile declares no target for required check {check_id}",
+                "remediation": "Declare the part of the deployment this check certifies, or mark the "
+                "requirement optional in the gate file.",
+            }
+        )
     counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}
     if counts["fail"]:
         status = "fail"
@@ -66,8 +84,13 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
     else:
         status = "pass"
     verdict = {
-        "ok": status == "pass", "status": status, "totalChecks": len(checks), "passedChecks": counts["pass"],
-        "failedChecks": counts["fail"], "erroredChecks": counts["error"], "skippedChecks": counts["skip"],
+        "ok": status == "pass",
+        "status": status,
+        "totalChecks": len(checks),
+        "passedChecks": counts["pass"],
+        "failedChecks": counts["fail"],
+        "erroredChecks": counts["error"],
+        "skippedChecks": counts["skip"],
         "notRunChecks": counts["not_run"],
     }
     blocking.sort(key=lambda b: b["id"])

@@ -49,8 +49,10 @@ def load_gate(name_or_path: str) -> Gate:
     elif Path(name_or_path).is_file():
         path, display = Path(name_or_path), name_or_path
     else:
-        raise ConfigError(f"unknown gate {name_or_path!r}: not a built-in ({', '.join(builtin_gates())}) "
-                          "and no such file", source="<argument --gate>")
+        raise ConfigError(
+            f"unknown gate {name_or_path!r}: not a built-in ({', '.join(builtin_gates())}) and no such file",
+            source="<argument --gate>",
+        )
     doc = load_yaml(path, source=display)
     _schemas.validate(doc.data, "gate-definition", source=display, locate=doc.locate)
     requires = []
@@ -60,9 +62,13 @@ def load_gate(name_or_path: str) -> Gate:
         targets = tuple(raw["targets"]) if "targets" in raw else None
         requires.append(Requirement(check=raw["check"], targets=targets, optional=bool(raw.get("optional"))))
     return Gate(
-        name=doc.data["name"], title=doc.data.get("title", doc.data["name"]),
-        description=doc.data.get("description", ""), report=doc.data["report"], source=display,
-        sha256=doc.sha256, requires=tuple(requires),
+        name=doc.data["name"],
+        title=doc.data.get("title", doc.data["name"]),
+        description=doc.data.get("description", ""),
+        report=doc.data["report"],
+        source=display,
+        sha256=doc.sha256,
+        requires=tuple(requires),
     )
 
 

@@ -17,8 +17,16 @@ from gates.gate import Gate
 
 SCHEMA_VERSION = "GatesGateReport.v1"
 HASH_SCOPE = "GatesGateReportDeterministicCore.v1"
-CORE_KEYS = ("schemaVersion", "artifactHashScope", "capturedAt", "inputs", "sources", "checks",
-             "blockingIssues", "verdict")
+CORE_KEYS = (
+    "schemaVersion",
+    "artifactHashScope",
+    "capturedAt",
+    "inputs",
+    "sources",
+    "checks",
+    "blockingIssues",
+    "verdict",
+)
 
 
 def artifact_hash(report: dict[str, Any]) -> str:
@@ -29,8 +37,16 @@ def artifact_hash(report: dict[str, Any]) -> str:
     return canonical_hash(core)
 
 
-def build(gate: Gate, profile: Profile, evaluation: Evaluation, *, target: str, captured_at: str | None,
-          redactor: Redactor, now: dt.datetime | None = None) -> dict[str, Any]:
+def build(
+    gate: Gate,
+    profile: Profile,
+    evaluation: Evaluation,
+    *,
+    target: str,
+    captured_at: str | None,
+    redactor: Redactor,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
     """Assemble a schema-valid report with its artifactHash."""
     generated = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     report: dict[str, Any] = {
@@ -38,13 +54,21 @@ def build(gate: Gate, profile: Profile, evaluation: Evaluation, *, target: str, 
         "generatedAt": generated,
         "artifactHashScope": HASH_SCOPE,
         "capturedAt": captured_at,
-        "inputs": {"gate": gate.name, "profile": profile.name, "target": target,
-                   "variables": profile.public_variables()},
-        "sources": {"profile": {"path": profile.source, "sha256": profile.sha256},
-                    "gate": {"path": gate.source, "sha256": gate.sha256}},
+        "inputs": {
+            "gate": gate.name,
+            "profile": profile.name,
+            "target": target,
+            "variables": profile.public_variables(),
+        },
+        "sources": {
+            "profile": {"path": profile.source, "sha256": profile.sha256},
+            "gate": {"path": gate.source, "sha256": gate.sha256},
+        },
         "checks": [{**c, "detail": redactor.scrub(c["detail"])} for c in evaluation.checks],
-        "blockingIssues": [{**b, "reason": redactor.text(b["reason"]), "remediation": redactor.scrub(b["remediation"])}
-                           for b in evaluation.blocking],
+        "blockingIssues": [
+            {**b, "reason": redactor.text(b["reason"]), "remediation": redactor.scrub(b["remediation"])}
+            for b in evaluation.blocking
+        ],
         "verdict": evaluation.verdict,
     }
     report["artifactHash"] = artifact_hash(report)
@@ -70,6 +94,9 @@ def verify(path: Path) -> dict[str, Any]:
         raise ConfigError(f"not JSON: {exc}", source=str(path)) from exc
     _schemas.validate(report, "gate-report", source=str(path))
     if artifact_hash(report) != report["artifactHash"]:
-        raise ConfigError("artifactHash does not match the report's content (it was edited after it was written)",
-                          source=str(path), location="artifactHash")
+        raise ConfigError(
+            "artifactHash does not match the report's content (it was edited after it was written)",
+            source=str(path),
+            location="artifactHash",
+        )
     return dict(report)

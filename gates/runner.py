@@ -74,18 +74,53 @@ def run_suite(
     results_path.unlink(missing_ok=True)
     log = run_dir / "pytest.log"
     argv = [
-        sys.executable, "-m", "pytest", "-c", str(SUITE_INI), "--rootdir", str(SUITE_DIR), str(SUITE_DIR),
-        "-p", "conformance.plugin", "-p", "pytest_metadata.plugin", "-p", "pytest_html.plugin",
-        "--gates-profile", profile, "--gates-target", target, "--gates-results", str(results_path),
-        "--gates-only", ",".join(checks),
-        "--junitxml", str(out / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
-        "--html", str(out / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        str(SUITE_INI),
+        "--rootdir",
+        str(SUITE_DIR),
+        str(SUITE_DIR),
+        "-p",
+        "conformance.plugin",
+        "-p",
+        "pytest_metadata.plugin",
+        "-p",
+        "pytest_html.plugin",
+        "--gates-profile",
+        profile,
+        "--gates-target",
+        target,
+        "--gates-results",
+        str(results_path),
+        "--gates-only",
+        ",".join(checks),
+        "--junitxml",
+        str(out / "junit.xml"),
+        "-o",
+        "junit_family=xunit2",
+        "-o",
+        "junit_suite_name=gates",
+        "--html",
+        str(out / "report.html"),
+        "--self-contained-html",
+        "-q",
+        "-rfE",
+        "--no-header",
     ]
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
     started = time.monotonic()
     with log.open("wb") as out_file:
-        child = subprocess.Popen(argv, stdout=out_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, preexec_fn=_limit_memory, start_new_session=True)
+        child = subprocess.Popen(
+            argv,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_limit_memory,
+            start_new_session=True,
+        )
         timed_out = False
         while True:
             try:
@@ -100,4 +135,6 @@ def run_suite(
                     os.killpg(child.pid, 9)
                     child.wait()
                     break
-    return SuiteRun(results=read_results(results_path), returncode=child.returncode, timed_out=timed_out, log=log)
+    return SuiteRun(
+        results=read_results(results_path), returncode=child.returncode, timed_out=timed_out, log=log
+    )

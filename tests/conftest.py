@@ -7,12 +7,15 @@ import os
 import pytest
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
     """Say loudly when tests were skipped."""
     skipped = terminalreporter.stats.get("skipped", [])
     if skipped:
-        terminalreporter.write_line(f"{len(skipped)} test(s) SKIPPED: a skipped tier is a gap in the evidence",
-                                    red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) SKIPPED: a skipped tier is a gap in the evidence", red=True, bold=True
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

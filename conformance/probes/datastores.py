@@ -53,12 +53,16 @@ class PgPing:
 
     def observe(self, ctx: Context) -> PgPingResult:
         """Ping; a server that does not answer at all is unobservable (`ProbeUnreachable`)."""
-        info = _conninfo(self.address, self.port, self.dbname, self.user, None, ctx.settings.connect_timeout_s)
+        info = _conninfo(
+            self.address, self.port, self.dbname, self.user, None, ctx.settings.connect_timeout_s
+        )
         code = pq.Ping(pq.PGconn.ping(info.encode()))
         if code == pq.Ping.NO_RESPONSE:
             raise ProbeUnreachable(f"postgres at {self.address}:{self.port}: no response")
         if code == pq.Ping.NO_ATTEMPT:
-            raise ProbeProtocolError(f"postgres at {self.address}:{self.port}: connection parameters rejected by libpq")
+            raise ProbeProtocolError(
+                f"postgres at {self.address}:{self.port}: connection parameters rejected by libpq"
+            )
         return PgPingResult(status=PING_NAMES[code])
 
 
@@ -86,14 +90,23 @@ class PgConnect:
     def observe(self, ctx: Context) -> PgSession:
         """Connect; a server that answered with a refusal is an observation, silence is not."""
         ping = PgPing(address=self.address, port=self.port, dbname=self.dbname, user=self.user).observe(ctx)
-        info = _conninfo(self.address, self.port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s)
+        info = _conninfo(
+            self.address, self.port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s
+        )
         try:
             with psycopg.connect(info, autocommit=True) as conn:
-                conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(ctx.settings.read_timeout_s * 1000)),))
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    (str(int(ctx.settings.read_timeout_s * 1000)),),
+                )
                 row = conn.execute("SELECT current_database(), pg_is_in_recovery()").fetchone()
-                assert row is not None  # noqa: S101 - a SELECT without FROM always yields one row
-                return PgSession(connected=True, database=str(row[0]), in_recovery=bool(row[1]),
-                                 server_version=conn.info.server_version)
+                assert row is not None
+                return PgSession(
+                    connected=True,
+                    database=str(row[0]),
+                    in_recovery=bool(row[1]),
+                    server_version=conn.info.server_version,
+                )
         except psycopg.errors.QueryCanceled as exc:
             raise ProbeTimeout(f"postgres at {self.address}:{self.port}: query timed out") from exc
         except psycopg.OperationalError as exc:
@@ -131,7 +144,7 @@ class RedisPing:
             decode_responses=True,
         )
         try:
-            answer = client.execute_command("PING")
+            answer = client.execute_command("PING")  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             return RedisReply(reply=str(answer if answer is not True else "PONG"), error=None)
         except (redis.AuthenticationError, redis.ResponseError) as exc:
             return RedisReply(reply=None, error=str(exc))

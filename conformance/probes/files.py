@@ -37,7 +37,9 @@ class PathInfo:
         result = ctx.host.run("sh -c %s gates-path %s", _PATH_SCRIPT, self.path)
         lines = result.stdout.split("\n")
         if result.rc != 0 or len(lines) < 4:
-            raise ProbeError(f"cannot inspect {self.path} on the target: {result.stderr.strip() or result.rc}")
+            raise ProbeError(
+                f"cannot inspect {self.path} on the target: {result.stderr.strip() or result.rc}"
+            )
         return PathState(
             path=self.path,
             is_symlink=lines[0] == "link",
@@ -67,16 +69,28 @@ class ReadFile:
 
     def observe(self, ctx: Context) -> FileContent:
         """Distinguish a missing or unreadable file (observations) from a host we cannot reach."""
-        probe = ctx.host.run("sh -c %s gates-read %s", 'if [ -e "$1" ]; then echo yes; else echo no; fi', self.path)
+        probe = ctx.host.run(
+            "sh -c %s gates-read %s", 'if [ -e "$1" ]; then echo yes; else echo no; fi', self.path
+        )
         if probe.rc != 0:
             raise ProbeError(f"cannot run commands on the target: {probe.stderr.strip() or probe.rc}")
         if probe.stdout.strip() != "yes":
             return FileContent(path=self.path, exists=False, readable=False, text=None, error="no such file")
         result = ctx.host.run("head -c %s -- %s", str(self.max_bytes + 1), self.path)
         if result.rc != 0:
-            return FileContent(path=self.path, exists=True, readable=False, text=None,
-                               error=result.stderr.strip() or f"exit {result.rc}")
+            return FileContent(
+                path=self.path,
+                exists=True,
+                readable=False,
+                text=None,
+                error=result.stderr.strip() or f"exit {result.rc}",
+            )
         if len(result.stdout.encode()) > self.max_bytes:
-            return FileContent(path=self.path, exists=True, readable=False, text=None,
-                               error=f"larger than {self.max_bytes} bytes")
+            return FileContent(
+                path=self.path,
+                exists=True,
+                readable=False,
+                text=None,
+                error=f"larger than {self.max_bytes} bytes",
+            )
         return FileContent(path=self.path, exists=True, readable=True, text=result.stdout, error=None)

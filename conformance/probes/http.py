@@ -77,8 +77,12 @@ class HttpGet:
     def observe(self, ctx: Context) -> HttpResponse:
         """Send the request within the profile's timeouts, deadline and size cap."""
         s = ctx.settings
-        timeout = httpx.Timeout(connect=s.connect_timeout_s, read=s.read_timeout_s, write=s.read_timeout_s,
-                                pool=s.connect_timeout_s)
+        timeout = httpx.Timeout(
+            connect=s.connect_timeout_s,
+            read=s.read_timeout_s,
+            write=s.read_timeout_s,
+            pool=s.connect_timeout_s,
+        )
         headers = {"Host": self.host_header} if self.host_header else {}
         headers["User-Agent"] = "gates-conformance"
         started = time.monotonic()
@@ -96,7 +100,9 @@ class HttpGet:
                             f"{self.method} {self.url}: body exceeded the {s.max_body_bytes}-byte cap"
                         )
                     if time.monotonic() - started > s.deadline_s:
-                        raise ProbeTimeout(f"{self.method} {self.url}: no complete answer within {s.deadline_s:g}s")
+                        raise ProbeTimeout(
+                            f"{self.method} {self.url}: no complete answer within {s.deadline_s:g}s"
+                        )
                     chunks.append(chunk)
                 return HttpResponse(
                     url=self.url,

@@ -32,7 +32,9 @@ class ListenTable:
 
     def on_port(self, port: int) -> tuple[Listener, ...]:
         """Listeners bound to ``port`` on any address."""
-        return tuple(sorted((x for x in self.listeners if x.port == port), key=lambda x: (x.address, x.inode)))
+        return tuple(
+            sorted((x for x in self.listeners if x.port == port), key=lambda x: (x.address, x.inode))
+        )
 
 
 def _decode_v4(hex_addr: str) -> str:

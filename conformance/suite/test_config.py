@@ -20,7 +20,9 @@ def read_env(_: Profile, env: EnvFile) -> ReadFile:
 
 def _parsed(env: EnvFile, obs: FileContent) -> ParsedEnv:
     if not obs.readable or obs.text is None:
-        raise Undetermined(f"{env.path} cannot be read ({obs.error}); see config.env.file_readable[{env.name}]")
+        raise Undetermined(
+            f"{env.path} cannot be read ({obs.error}); see config.env.file_readable[{env.name}]"
+        )
     return parse_env(obs.text)
 
 
@@ -34,8 +36,13 @@ def _parsed(env: EnvFile, obs: FileContent) -> ParsedEnv:
 def test_env_file_readable(target: EnvFile, obs: FileContent) -> None:
     """The file exists and its content can be read."""
     state = "readable" if obs.readable else ("missing" if not obs.exists else f"unreadable: {obs.error}")
-    expect(obs.readable, f"{target.path} is {state}", reason="env_file_missing" if not obs.exists
-           else "env_file_unreadable", observed=state, expected="readable")
+    expect(
+        obs.readable,
+        f"{target.path} is {state}",
+        reason="env_file_missing" if not obs.exists else "env_file_unreadable",
+        observed=state,
+        expected="readable",
+    )
 
 
 @check(
@@ -50,8 +57,13 @@ def test_env_keys_present(target: EnvFile, obs: FileContent) -> None:
     env = _parsed(target, obs).effective()
     required = [k for k, _ in target.values] + list(target.keys)
     missing = sorted(k for k in required if k not in env or (k in target.keys and not env[k]))
-    expect(not missing, f"{target.path} lacks {', '.join(missing)}", reason="env_keys_missing",
-           observed=sorted(set(required) - set(missing)), expected=sorted(set(required)))
+    expect(
+        not missing,
+        f"{target.path} lacks {', '.join(missing)}",
+        reason="env_keys_missing",
+        observed=sorted(set(required) - set(missing)),
+        expected=sorted(set(required)),
+    )
 
 
 @check(
@@ -68,8 +80,13 @@ def test_env_values_exact(target: EnvFile, obs: FileContent) -> None:
     observed = {k: _MASK.mask_value(k, got) for k, (got, _) in sorted(wrong.items())}
     expected = {k: _MASK.mask_value(k, want) for k, (_, want) in sorted(wrong.items())}
     detail = "; ".join(f"{k}={observed[k]!r} (expected {expected[k]!r})" for k in sorted(wrong))
-    expect(not wrong, f"{target.path}: {detail}", reason="env_value_mismatch", observed=observed,
-           expected=expected)
+    expect(
+        not wrong,
+        f"{target.path}: {detail}",
+        reason="env_value_mismatch",
+        observed=observed,
+        expected=expected,
+    )
 
 
 @check(
@@ -84,5 +101,10 @@ def test_env_no_duplicate_keys(target: EnvFile, obs: FileContent) -> None:
     """Each key is assigned once, so no later line silently shadows an earlier one."""
     dupes = _parsed(target, obs).duplicates()
     detail = ", ".join(f"{k} (lines {', '.join(map(str, lines))})" for k, lines in sorted(dupes.items()))
-    expect(not dupes, f"{target.path} assigns {detail} more than once", reason="env_duplicate_keys",
-           observed=sorted(dupes), expected=[])
+    expect(
+        not dupes,
+        f"{target.path} assigns {detail} more than once",
+        reason="env_duplicate_keys",
+        observed=sorted(dupes),
+        expected=[],
+    )

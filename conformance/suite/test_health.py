@@ -31,8 +31,13 @@ def health_get(_: Profile, svc: Service) -> HttpGet:
 def test_status_exact(target: Service, obs: HttpResponse) -> None:
     """The health endpoint's status code equals the declared one."""
     want = _health(target).status
-    expect(obs.status == want, f"GET {obs.url} answered {obs.status}; expected {want}",
-           reason="health_status_mismatch", observed=obs.status, expected=want)
+    expect(
+        obs.status == want,
+        f"GET {obs.url} answered {obs.status}; expected {want}",
+        reason="health_status_mismatch",
+        observed=obs.status,
+        expected=want,
+    )
 
 
 @check(
@@ -47,8 +52,13 @@ def test_body_exact(target: Service, obs: HttpResponse) -> None:
     """The health endpoint's body equals the declared body exactly."""
     want = _health(target).body
     got = obs.body.decode("utf-8", errors="replace")
-    expect(got == want, f"GET {obs.url} answered body {got!r}; expected {want!r}",
-           reason="health_body_mismatch", observed=obs.body_preview(200), expected=want)
+    expect(
+        got == want,
+        f"GET {obs.url} answered body {got!r}; expected {want!r}",
+        reason="health_body_mismatch",
+        observed=obs.body_preview(200),
+        expected=want,
+    )
 
 
 @check(
@@ -62,15 +72,21 @@ def test_body_exact(target: Service, obs: HttpResponse) -> None:
 def test_content_type(target: Service, obs: HttpResponse) -> None:
     """The health endpoint's media type equals the declared one."""
     want = _health(target).content_type
-    expect(obs.media_type == (want or "").lower(),
-           f"GET {obs.url} answered Content-Type {obs.header('content-type')!r}; expected {want}",
-           reason="health_content_type_mismatch", observed=obs.header("content-type"), expected=want)
+    expect(
+        obs.media_type == (want or "").lower(),
+        f"GET {obs.url} answered Content-Type {obs.header('content-type')!r}; expected {want}",
+        reason="health_content_type_mismatch",
+        observed=obs.header("content-type"),
+        expected=want,
+    )
 
 
 def routed_health(_: Profile, rt: RouteTarget) -> HttpGet:
     """The upstream's health request sent through the proxy with the route's Host."""
     h = _health(rt.upstream)
-    return HttpGet(address=rt.proxy.bind, port=rt.proxy.port, path=h.path, method=h.method, host_header=rt.route.host)
+    return HttpGet(
+        address=rt.proxy.bind, port=rt.proxy.port, path=h.path, method=h.method, host_header=rt.route.host
+    )
 
 
 @check(
@@ -86,14 +102,20 @@ def test_routed_health_exact(target: RouteTarget, obs: HttpResponse) -> None:
     h = _health(target.upstream)
     got = obs.body.decode("utf-8", errors="replace")
     ok = obs.status == h.status and (h.body is None or got == h.body)
-    expect(ok, f"GET {obs.url} with Host {target.name} answered {obs.status} {got!r}; expected {h.status} {h.body!r}",
-           reason="routed_health_mismatch", observed={"status": obs.status, "body": obs.body_preview(200)},
-           expected={"status": h.status, "body": h.body})
+    expect(
+        ok,
+        f"GET {obs.url} with Host {target.name} answered {obs.status} {got!r}; expected {h.status} {h.body!r}",
+        reason="routed_health_mismatch",
+        observed={"status": obs.status, "body": obs.body_preview(200)},
+        expected={"status": h.status, "body": h.body},
+    )
 
 
 def pg_ping(_: Profile, svc: Service) -> PgPing:
     """``pg_isready`` against the declared database and role."""
-    return PgPing(address=svc.bind, port=svc.port, dbname=svc.database or "postgres", user=svc.db_user or "postgres")
+    return PgPing(
+        address=svc.bind, port=svc.port, dbname=svc.database or "postgres", user=svc.db_user or "postgres"
+    )
 
 
 @check(
@@ -106,14 +128,24 @@ def pg_ping(_: Profile, svc: Service) -> PgPing:
 )
 def test_postgres_accepting(target: Service, obs: PgPingResult) -> None:
     """libpq's ping reports the server as accepting connections."""
-    expect(obs.status == "accepting", f"postgres at {target.bind}:{target.port} is {obs.status}; expected accepting",
-           reason="postgres_not_accepting", observed=obs.status, expected="accepting")
+    expect(
+        obs.status == "accepting",
+        f"postgres at {target.bind}:{target.port} is {obs.status}; expected accepting",
+        reason="postgres_not_accepting",
+        observed=obs.status,
+        expected="accepting",
+    )
 
 
 def pg_connect(_: Profile, svc: Service) -> PgConnect:
     """A real login to the declared database."""
-    return PgConnect(address=svc.bind, port=svc.port, dbname=svc.database or "postgres",
-                     user=svc.db_user or "postgres", password=svc.password)
+    return PgConnect(
+        address=svc.bind,
+        port=svc.port,
+        dbname=svc.database or "postgres",
+        user=svc.db_user or "postgres",
+        password=svc.password,
+    )
 
 
 @check(
@@ -127,10 +159,14 @@ def pg_connect(_: Profile, svc: Service) -> PgConnect:
 def test_postgres_database_connect(target: Service, obs: PgSession) -> None:
     """A login as the declared role to the declared database succeeds and lands in that database."""
     ok = obs.connected and obs.database == target.database
-    expect(ok, f"login to {target.database!r} on {target.bind}:{target.port} as {target.db_user!r}: "
-           f"{'connected to ' + repr(obs.database) if obs.connected else obs.error}",
-           reason="postgres_database_unavailable", observed=obs.database if obs.connected else obs.error,
-           expected=target.database)
+    expect(
+        ok,
+        f"login to {target.database!r} on {target.bind}:{target.port} as {target.db_user!r}: "
+        f"{'connected to ' + repr(obs.database) if obs.connected else obs.error}",
+        reason="postgres_database_unavailable",
+        observed=obs.database if obs.connected else obs.error,
+        expected=target.database,
+    )
 
 
 def redis_ping(_: Profile, svc: Service) -> RedisPing:
@@ -149,5 +185,10 @@ def redis_ping(_: Profile, svc: Service) -> RedisPing:
 def test_redis_ping(target: Service, obs: RedisReply) -> None:
     """PING is answered with PONG (not with NOAUTH, LOADING or any other error)."""
     got = obs.reply if obs.reply is not None else f"error: {obs.error}"
-    expect(obs.reply == "PONG", f"redis at {target.bind}:{target.port} answered PING with {got!r}; expected 'PONG'",
-           reason="redis_ping_failed", observed=got, expected="PONG")
+    expect(
+        obs.reply == "PONG",
+        f"redis at {target.bind}:{target.port} answered PING with {got!r}; expected 'PONG'",
+        reason="redis_ping_failed",
+        observed=got,
+        expected="PONG",
+    )

@@ -47,9 +47,13 @@ def _covers(listen_address: str, declared: str) -> bool:
 def test_port_bound(target: Service, obs: ListenTable) -> None:
     """A listening socket accepts connections on the declared bind address and port."""
     found = sorted({x.address for x in obs.on_port(target.port)})
-    expect(any(_covers(a, target.bind) for a in found),
-           f"nothing listens on {target.bind}:{target.port} (listeners on port {target.port}: {found or 'none'})",
-           reason="port_not_listening", observed=found, expected=[target.bind])
+    expect(
+        any(_covers(a, target.bind) for a in found),
+        f"nothing listens on {target.bind}:{target.port} (listeners on port {target.port}: {found or 'none'})",
+        reason="port_not_listening",
+        observed=found,
+        expected=[target.bind],
+    )
 
 
 @check(
@@ -64,16 +68,23 @@ def test_bind_exact(target: Service, obs: ListenTable) -> None:
     """No socket on the declared port is bound to any address other than the declared one."""
     found = sorted({x.address for x in obs.on_port(target.port)})
     extra = [a for a in found if a != target.bind]
-    expect(not extra, f"port {target.port} is bound on {', '.join(extra)} besides/instead of {target.bind}",
-           reason="bind_address_mismatch", observed=found, expected=[target.bind])
+    expect(
+        not extra,
+        f"port {target.port} is bound on {', '.join(extra)} besides/instead of {target.bind}",
+        reason="bind_address_mismatch",
+        observed=found,
+        expected=[target.bind],
+    )
 
 
 def identity_probes(_: Profile, rt: RouteTarget) -> tuple[HttpGet, dict[str, Tolerant]]:
     """The identity path through the proxy, and the same path asked of every route upstream directly."""
     path = rt.upstream.identity_path or "/"
     routed = HttpGet(address=rt.proxy.bind, port=rt.proxy.port, path=path, host_header=rt.route.host)
-    direct = {s.name: Tolerant(spec=HttpGet(address=s.bind, port=s.port, path=path))
-              for s in (rt.upstream, *rt.others)}
+    direct = {
+        s.name: Tolerant(spec=HttpGet(address=s.bind, port=s.port, path=path))
+        for s in (rt.upstream, *rt.others)
+    }
     return routed, direct
 
 
@@ -91,19 +102,32 @@ def test_route_upstream_identity(target: RouteTarget, obs: tuple[HttpResponse, d
     want = target.upstream.name
     own = direct[want]
     if isinstance(own, ProbeError):
-        expect(routed.status not in _GATEWAY_ERRORS,
-               f"Host {target.name} through the proxy answered {routed.status}: the upstream {want} is unreachable",
-               reason="route_upstream_unreachable", observed=routed.status, expected=want)
+        expect(
+            routed.status not in _GATEWAY_ERRORS,
+            f"Host {target.name} through the proxy answered {routed.status}: the upstream {want} is unreachable",
+            reason="route_upstream_unreachable",
+            observed=routed.status,
+            expected=want,
+        )
         raise Undetermined(f"cannot fingerprint upstream {want} directly: {own}")
-    matches = sorted(name for name, resp in direct.items()
-                     if isinstance(resp, HttpResponse) and resp.fingerprint() == routed.fingerprint())
+    matches = sorted(
+        name
+        for name, resp in direct.items()
+        if isinstance(resp, HttpResponse) and resp.fingerprint() == routed.fingerprint()
+    )
     observed = matches[0] if len(matches) == 1 else (matches or f"unknown answer (status {routed.status})")
     if want in matches and len(matches) > 1:
-        raise Undetermined(f"upstreams {', '.join(matches)} answer {routed.url} identically; declare an identity "
-                           "path that tells them apart")
-    expect(matches == [want],
-           f"Host {target.name} through the proxy reached {observed}; expected upstream {want}",
-           reason="route_wrong_upstream", observed=observed, expected=want)
+        raise Undetermined(
+            f"upstreams {', '.join(matches)} answer {routed.url} identically; declare an identity "
+            "path that tells them apart"
+        )
+    expect(
+        matches == [want],
+        f"Host {target.name} through the proxy reached {observed}; expected upstream {want}",
+        reason="route_wrong_upstream",
+        observed=observed,
+        expected=want,
+    )
 
 
 def unknown_host_probe(profile: Profile, proxy: Service) -> HttpGet:
@@ -126,10 +150,14 @@ def test_unknown_host_refused(target: Service, obs: HttpResponse, profile: Profi
     want_status, want_body = profile.routes.unknown_status, profile.routes.unknown_body
     got = obs.body.decode("utf-8", errors="replace")
     ok = obs.status == want_status and (want_body is None or got == want_body)
-    expect(ok, f"Host {profile.routes.unknown_host} on {target.bind}:{target.port} answered {obs.status} "
-           f"{obs.body_preview(60)!r}; expected {want_status} {want_body!r}",
-           reason="unknown_host_served", observed={"status": obs.status, "body": obs.body_preview(120)},
-           expected={"status": want_status, "body": want_body})
+    expect(
+        ok,
+        f"Host {profile.routes.unknown_host} on {target.bind}:{target.port} answered {obs.status} "
+        f"{obs.body_preview(60)!r}; expected {want_status} {want_body!r}",
+        reason="unknown_host_served",
+        observed={"status": obs.status, "body": obs.body_preview(120)},
+        expected={"status": want_status, "body": want_body},
+    )
 
 
 def release_paths(_: Profile, release: Release) -> tuple[PathInfo, PathInfo]:
@@ -149,8 +177,13 @@ def test_current_is_symlink(target: Release, obs: tuple[PathState, PathState]) -
     """The runtime code path is a symbolic link."""
     current, _ = obs
     kind = "symlink" if current.is_symlink else current.kind
-    expect(current.is_symlink, f"{target.current} is a {kind}, not a symlink", reason="current_not_symlink",
-           observed=kind, expected="symlink")
+    expect(
+        current.is_symlink,
+        f"{target.current} is a {kind}, not a symlink",
+        reason="current_not_symlink",
+        observed=kind,
+        expected="symlink",
+    )
 
 
 @check(
@@ -164,8 +197,13 @@ def test_current_is_symlink(target: Release, obs: tuple[PathState, PathState]) -
 def test_current_target_exists(target: Release, obs: tuple[PathState, PathState]) -> None:
     """Following the runtime path ends in an existing directory."""
     current, _ = obs
-    expect(current.kind == "dir", f"{target.current} resolves to {current.resolved or current.link_text!r}, "
-           f"which is {current.kind}", reason="current_dangling", observed=current.kind, expected="dir")
+    expect(
+        current.kind == "dir",
+        f"{target.current} resolves to {current.resolved or current.link_text!r}, which is {current.kind}",
+        reason="current_dangling",
+        observed=current.kind,
+        expected="dir",
+    )
 
 
 @check(
@@ -179,6 +217,10 @@ def test_current_target_in_releases(target: Release, obs: tuple[PathState, PathS
     """The runtime path resolves to a direct child of the releases directory."""
     current, releases = obs
     parent = posixpath.dirname(current.resolved) if current.resolved else None
-    expect(parent is not None and parent == releases.resolved,
-           f"{target.current} resolves to {current.resolved!r}, not to a release under {releases.resolved!r}",
-           reason="current_outside_releases", observed=current.resolved, expected=f"{releases.resolved}/<release>")
+    expect(
+        parent is not None and parent == releases.resolved,
+        f"{target.current} resolves to {current.resolved!r}, not to a release under {releases.resolved!r}",
+        reason="current_outside_releases",
+        observed=current.resolved,
+        expected=f"{releases.resolved}/<release>",
+    )

@@ -69,8 +69,12 @@ class TestHealthyReference:
         for i in (1, 2):
             code, stdout, _ = gates("run", *healthy, "--out", str(tmp_path / str(i)), "--quiet")
             assert code == 0, stdout
-            hashes.append({p.name: json.loads(p.read_text())["artifactHash"]
-                           for p in sorted((tmp_path / str(i) / "gates").glob("*.json"))})
+            hashes.append(
+                {
+                    p.name: json.loads(p.read_text())["artifactHash"]
+                    for p in sorted((tmp_path / str(i) / "gates").glob("*.json"))
+                }
+            )
         assert hashes[0] == hashes[1]
         assert len(hashes[0]) == 2
 
@@ -83,8 +87,9 @@ class TestHealthyReference:
     def test_secret_canary_never_reaches_artifacts(self, healthy: list[str], tmp_path: Path) -> None:
         """A secret supplied at run time appears in no file the run writes, even when checks fail on it."""
         canary = "canary-Zq7xK2pW9m"
-        code, _, _ = gates("run", *healthy, "--set", f"postgres.password={canary}", "--out", str(tmp_path),
-                           "--quiet")
+        code, _, _ = gates(
+            "run", *healthy, "--set", f"postgres.password={canary}", "--out", str(tmp_path), "--quiet"
+        )
         assert code == 1  # the wrong password fails the login and the env-file value check
         bad = not_ok(tmp_path)
         assert "health.postgres.database_connect[postgres]" in bad

@@ -1,0 +1,164 @@
+"""Unit tests for `gates.cli.run`: usage and configuration errors, and the offline commands."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from conformance.checks import catalog, load_suite
+from conformance.profile import load_profile
+from fixtures.registry import REFERENCES
+from gates.cli import run
+
+INSTANCE_ID = re.compile(r"^[a-z_]+\.[a-z_]+\.[a-z_]+\[[^\]]+\]$")
+BAD_GATE = """\
+schemaVersion: gates.gate/v1
+name: sample-gate
+report: sample-gate.json
+requires:
+  - check: health.http.status_exact
+  - check: health.http.nope
+"""
+
+
+def invoke(argv: list[str]) -> tuple[int, str, str]:
+    """Run the CLI with captured output; return exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def usage_error(argv: list[str]) -> str:
+    """Run ``argv``, assert it is a one-line usage error with exit code 2, and return that line."""
+    code, _, err = invoke(argv)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gates: error: ")
+    return lines[0]
+
+
+class TestUsageErrors:
+    """Bad arguments and bad input files give exit code 2 and one 'gates: error:' line."""
+
+    @pytest.mark.parametrize(
+        ("argv", "needle"),
+        [
+            ([], "required"),
+            (["bogus"], "invalid choice"),
+            (["run"], "--profile"),
+            (["run", "--profile", "nope"], "unknown profile 'nope'"),
+            (["run", "--profile", "oroboros", "--gate", "nope"], "unknown gate 'nope'"),
+            (["run", "--profile", "oroboros", "--set", "nosuch=1"], "nosuch"),
+            (["run", "--profile", "oroboros", "--set", "nosuch"], "NAME=VALUE"),
+            (["faults", "nope"], "unknown reference 'nope'"),
+            (["reference", "up", "nope"], "unknown reference 'nope'"),
+            (["reference", "up", "oroboros", "--fault", "nope"], "unknown fault 'nope'"),
+        ],
+        ids=[
+            "no-arguments",
+            "unknown-subcommand",
+            "run-without-profile",
+            "unknown-profile",
+            "unknown-gate",
+            "set-undeclared-variable",
+            "set-without-equals",
+            "faults-unknown-reference",
+            "reference-up-unknown",
+            "reference-up-unknown-fault",
+        ],
+    )
+    def test_usage_error(self, argv: list[str], needle: str) -> None:
+        """The command exits 2 with one error line that says what is wrong."""
+        assert needle in usage_error(argv)
+
+    def test_bad_profile_yaml(self, tmp_path: Path) -> None:
+        """A profile file with broken YAML is reported with its path and line."""
+        path = tmp_path / "profile.yaml"
+        path.write_text("schemaVersion: gates.profile/v1\nservices: [\n", encoding="utf-8")
+        line = usage_error(["run", "--profile", str(path)])
+        assert str(path) in line
+        assert "line" in line
+        assert "invalid YAML" in line
+
+    def test_gate_with_unknown_check(self, tmp_path: Path) -> None:
+        """A gate file naming an unknown check id is reported with its path, line and the bad id."""
+        path = tmp_path / "gate.yaml"
+        path.write_text(BAD_GATE, encoding="utf-8")
+        line = usage_error(["run", "--profile", "oroboros", "--gate", str(path)])
+        assert str(path) in line
+        assert "line 6" in line
+        assert "health.http.nope" in line
+
+    def test_verify_missing_report(self, tmp_path: Path) -> None:
+        """verify-report of a file that does not exist is a usage error naming the file."""
+        path = tmp_path / "absent.json"
+        line = usage_error(["verify-report", str(path)])
+        assert str(path) in line
+
+    def test_verify_non_json_report(self, tmp_path: Path) -> None:
+        """verify-report of a file that is not JSON is a usage error."""
+        path = tmp_path / "report.json"
+        path.write_text("not json", encoding="utf-8")
+        assert "not JSON" in usage_error(["verify-report", str(path)])
+
+
+class TestFaultsCommand:
+    """`gates faults NAME` lists a reference's faults and the instances each trips."""
+
+    def test_lists_every_fault(self) -> None:
+        """Every line is FAULT_ID, a tab, and comma-separated check instance ids."""
+        code, out, err = invoke(["faults", "oroboros"])
+        assert code == 0
+        assert err == ""
+        lines = out.splitlines()
+        assert [line.split("\t")[0] for line in lines] == [f.id for f in REFERENCES["oroboros"].faults]
+        for line in lines:
+            fault_id, _, trips = line.partition("\t")
+            assert re.fullmatch(r"[a-z0-9-]+", fault_id), line
+            ids = trips.split(",")
+            assert ids, line
+            assert ids == sorted(ids), line
+            for instance in ids:
+                assert INSTANCE_ID.match(instance), instance
+
+
+class TestListCommand:
+    """`gates list --profile NAME` shows a profile's gates and check instances."""
+
+    def test_lists_gates_and_instances(self) -> None:
+        """The listing names the runtime-health gate and its instances."""
+        code, out, _ = invoke(["list", "--profile", "oroboros"])
+        assert code == 0
+        assert "runtime-health" in out
+        assert "runtime-topology" in out
+        assert "  health.http.body_exact[api]\n" in out
+
+    def test_set_applies(self) -> None:
+        """list accepts --set and rejects an undeclared variable like run does."""
+        assert invoke(["list", "--profile", "oroboros", "--set", "ports.api=18000"])[0] == 0
+        assert "nosuch" in usage_error(["list", "--profile", "oroboros", "--set", "nosuch=1"])
+
+
+class TestFaultCatalogue:
+    """The oroboros reference's faults cover the whole check registry with real instance ids."""
+
+    def test_every_check_is_tripped(self) -> None:
+        """Every registered check id is tripped by at least one fault."""
+        tripped = {t.split("[", 1)[0] for f in REFERENCES["oroboros"].faults for t in f.trips}
+        assert set(load_suite()) - tripped == set()
+
+    def test_every_tripped_instance_exists(self) -> None:
+        """Every instance id a fault lists is in the catalogue of the oroboros profile."""
+        known = {i.id for i in catalog(load_profile("oroboros", environ={}))}
+        listed = {t for f in REFERENCES["oroboros"].faults for t in f.trips}
+        assert listed - known == set()
+
+    def test_fault_ids_unique(self) -> None:
+        """No two faults share an id."""
+        ids = [f.id for f in REFERENCES["oroboros"].faults]
+        assert len(ids) == len(set(ids))
