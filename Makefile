@@ -34,7 +34,7 @@ selftest: bootstrap
 test: lint typecheck selftest
 
 bench: bootstrap
-	$(BIN)/python fixtures/bench/bench_health.py
+	$(BIN)/python tests/bench/bench_health.py
 
 clean:
 	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import httpcore
 import httpx
 
 from conformance.errors import (
@@ -20,6 +24,71 @@ from conformance.probes.base import Context
 def host_port(address: str, port: int) -> str:
     """Render ``address:port`` with brackets around IPv6 literals."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """Caps every socket read and write at the time left before the probe's total deadline.
+
+    httpx only bounds each read; without this a peer that drips its status line and headers
+    a byte at a time would hold the probe for as long as it likes.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def _left(self, timeout: float | None) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("total deadline exceeded")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, self._left(timeout)), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, deadline: float) -> None:
+        self._inner = httpcore.SyncBackend()
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _transport(deadline: float) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(retries=0)
+    transport._pool = httpcore.ConnectionPool(  # a network backend is not exposed by httpx's constructor
+        ssl_context=httpx.create_ssl_context(), max_connections=1, network_backend=_DeadlineBackend(deadline)
+    )
+    return transport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +157,12 @@ class HttpGet:
         started = time.monotonic()
         try:
             with (
-                httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+                httpx.Client(
+                    timeout=timeout,
+                    follow_redirects=False,
+                    trust_env=False,
+                    transport=_transport(started + s.deadline_s),
+                ) as client,
                 client.stream(self.method, self.url, headers=headers) as response,
             ):
                 chunks: list[bytes] = []
@@ -113,6 +187,10 @@ class HttpGet:
                     elapsed_s=time.monotonic() - started,
                 )
         except httpx.TimeoutException as exc:
+            if time.monotonic() - started >= s.deadline_s:
+                raise ProbeTimeout(
+                    f"{self.method} {self.url}: no complete answer within {s.deadline_s:g}s"
+                ) from exc
             raise ProbeTimeout(f"{self.method} {self.url}: timed out ({type(exc).__name__})") from exc
         except (httpx.ConnectError, httpx.NetworkError) as exc:
             raise ProbeUnreachable(f"{self.method} {self.url}: {exc or type(exc).__name__}") from exc

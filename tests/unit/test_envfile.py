@@ -21,7 +21,9 @@ class TestParseEnv:
 
     def test_value_with_equals(self) -> None:
         """Only the first '=' separates key from value."""
-        assert parse_env("URL=postgresql://u:p@h/db?a=b\n").effective() == {"URL": "postgresql://u:p@h/db?a=b"}
+        assert parse_env("URL=postgresql://u:p@h/db?a=b\n").effective() == {
+            "URL": "postgresql://u:p@h/db?a=b"
+        }
 
     def test_double_quotes(self) -> None:
         """Double quotes are removed and backslash-escaped quotes inside them are unescaped."""

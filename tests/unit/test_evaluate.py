@@ -36,7 +36,13 @@ def expansion(*targets: str, unmatched: tuple[str, ...] = ()) -> Expansion:
 
 def result(outcome: str, **extra: Any) -> dict[str, Any]:
     """A recorded check result with ``outcome``."""
-    return {"outcome": outcome, "title": "status", "severity": "critical", "message": f"it was {outcome}", **extra}
+    return {
+        "outcome": outcome,
+        "title": "status",
+        "severity": "critical",
+        "message": f"it was {outcome}",
+        **extra,
+    }
 
 
 def decide(outcomes: dict[str, str | None], *, unmatched: tuple[str, ...] = ()) -> Evaluation:

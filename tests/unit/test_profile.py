@@ -104,7 +104,9 @@ class TestBuiltinProfile:
     def test_override_beats_environment(self) -> None:
         """A --set value takes precedence over the environment variable."""
         profile = load_profile(
-            "oroboros", {"postgres.password": SECRET}, environ={"GATES_OROBOROS_PG_PASSWORD": "from-environment"}
+            "oroboros",
+            {"postgres.password": SECRET},
+            environ={"GATES_OROBOROS_PG_PASSWORD": "from-environment"},
         )
         assert profile.service("postgres").password == SECRET
 

@@ -40,7 +40,13 @@ def make_report(
         }
     evaluation = evaluate(gate, exp, results)
     return reports.build(
-        gate, profile, evaluation, target="local", captured_at=None, redactor=Redactor(profile.secrets()), now=now
+        gate,
+        profile,
+        evaluation,
+        target="local",
+        captured_at=None,
+        redactor=Redactor(profile.secrets()),
+        now=now,
     )
 
 
