@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ssl
 import time
@@ -83,10 +84,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Built once: loading CA certificates is CPU-bound and, per request, would eat the deadline.
+    return ssl.create_default_context()
+
+
 def _transport(deadline: float) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(retries=0)
+    transport = httpx.HTTPTransport(verify=_ssl_context(), retries=0)
     transport._pool = httpcore.ConnectionPool(  # a network backend is not exposed by httpx's constructor
-        ssl_context=httpx.create_ssl_context(), max_connections=1, network_backend=_DeadlineBackend(deadline)
+        ssl_context=_ssl_context(), max_connections=1, network_backend=_DeadlineBackend(deadline)
     )
     return transport
 
