@@ -17,7 +17,15 @@ from typing import IO, Any, Literal
 
 import pytest
 
-from conformance.checks import CURRENT_EVIDENCE, CheckFailed, CheckSpec, Evidence, instance_id, spec_of
+from conformance.checks import (
+    CURRENT_EVIDENCE,
+    CheckFailed,
+    CheckSpec,
+    Evidence,
+    instance_id,
+    load_suite,
+    spec_of,
+)
 from conformance.errors import ConfigError, ProbeError
 from conformance.probes.base import Context, Prober
 from conformance.probes.resolve import resolve
@@ -79,11 +87,25 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
     config.stash[PROFILE_KEY] = profile
-    config.stash[PROBER_KEY] = Prober(Context(settings=profile.probe, host=host))
+    prober = Prober(Context(settings=profile.probe, host=host))
+    config.stash[PROBER_KEY] = prober
+    _prefetch(profile, prober, _only(config))
     results = config.getoption("gates_results")
     if results and not hasattr(config, "workerinput"):
         writer = ResultWriter(Path(results), Redactor(profile.secrets()))
         config.pluginmanager.register(writer, "gates-result-writer")
+
+
+def _only(config: pytest.Config) -> set[str]:
+    return {x for x in str(config.getoption("gates_only") or "").split(",") if x}
+
+
+def _prefetch(profile: Profile, prober: Prober, only: set[str]) -> None:
+    """Start every probe the selected checks need before collection, so probing overlaps with it."""
+    for spec in load_suite().values():
+        if not only or spec.id in only:
+            for target in spec.targets(profile):
+                resolve(spec.observe(profile, target), prober.submit, wait=False)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,7 +135,7 @@ def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect checks outside ``--gates-only``."""
-    only = {x for x in str(config.getoption("gates_only") or "").split(",") if x}
+    only = _only(config)
     if not only:
         return
     keep: list[pytest.Item] = []

@@ -7,20 +7,18 @@ error; 3 incomplete or could not determine.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from conformance.checks import catalog
 from conformance.errors import ConfigError
-from conformance.profile import Profile, load_profile, parse_sets
-from conformance.redact import Redactor
-from gates import report as reports
-from gates.evaluate import evaluate, exit_code
-from gates.gate import Expansion, Gate, expand, load_gate
-from gates.runner import run_suite
+from gates.runner import SuiteProcess
+
+# Only light modules are imported here: `gates run` starts the check run first and loads
+# the heavier parts (schemas, profiles, gates, reports) while it runs.
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -123,130 +121,25 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
 
 def main() -> NoReturn:
     """Entry point of the ``gates`` script."""
-    sys.exit(run(sys.argv[1:]))
-
-
-# --- run ------------------------------------------------------------------------------------
-
-
-def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
-    chosen = names or list(profile.gates)
-    if not chosen:
-        raise ConfigError(f"profile {profile.name!r} lists no gates; pass --gate NAME", source=profile.source)
-    gates = [load_gate(n) for n in chosen]
-    seen: set[str] = set()
-    for gate in gates:
-        if gate.name in seen:
-            raise ConfigError(f"gate {gate.name!r} selected twice", source="<argument --gate>")
-        seen.add(gate.name)
-    return gates
-
-
-def certify(
-    *,
-    profile_arg: str,
-    sets: list[str],
-    gate_args: list[str],
-    target: str,
-    out: Path,
-    captured_at: str | None,
-    timeout_s: float,
-    stdout: IO[str],
-    stderr: IO[str],
-    quiet: bool,
-) -> int:
-    """Run the selected gates against the deployment, write the reports, print the summary."""
-    profile = load_profile(profile_arg, parse_sets(sets))
-    gates = _select_gates(profile, gate_args)
-    expansions = {g.name: expand(g, profile) for g in gates}
-    checks = sorted({i.check for e in expansions.values() for i in e.instances})
-    total = len({i.id for e in expansions.values() for i in e.instances})
-    started = time.monotonic()
-    last = [0.0]
-
-    def progress(done: int, elapsed: float) -> None:
-        if not quiet and elapsed - last[0] >= 1.0:
-            last[0] = elapsed
-            print(f"gates: {done}/{total} checks done ({elapsed:.1f}s)", file=stderr, flush=True)
-
-    if not quiet:
-        print(
-            f"gates: certifying profile {profile.name!r}: {len(gates)} gate(s), {total} check instance(s)",
-            file=stderr,
-            flush=True,
-        )
-    suite = run_suite(
-        profile=profile_arg,
-        sets=sets,
-        target=target,
-        checks=checks,
-        out=out,
-        timeout_s=timeout_s,
-        progress=progress,
-    )
-    if suite.timed_out:
-        print(
-            f"gates: the run exceeded --timeout {timeout_s:g}s and was stopped; unfinished checks are not_run",
-            file=stderr,
-        )
-    elif suite.returncode not in (0, 1):
-        print(
-            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}",
-            file=stderr,
-        )
-    redactor = Redactor(profile.secrets())
-    statuses = []
-    rows = []
-    for gate in gates:
-        evaluation = evaluate(gate, expansions[gate.name], suite.results)
-        body = reports.build(
-            gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor
-        )
-        path = out / "gates" / gate.report
-        reports.write(body, path)
-        statuses.append(evaluation.status)
-        rows.append((gate, evaluation, path, body["artifactHash"]))
-    _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
-    _summary(rows, time.monotonic() - started, stdout)
-    return exit_code(statuses)
-
-
-def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            continue
-        clean = redactor.text(text)
-        if clean != text:
-            path.write_text(clean, encoding="utf-8")
-
-
-def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[str]) -> None:
-    print(
-        f"{'gate':<20} {'verdict':<11} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5} {'not-run':>7}  report",
-        file=out,
-    )
-    for gate, ev, path, _ in rows:
-        v = ev.verdict
-        print(
-            f"{gate.name:<20} {v['status'].upper():<11} {v['passedChecks']:>5} {v['failedChecks']:>5} "
-            f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}",
-            file=out,
-        )
-    blocking = [(g.name, b) for g, ev, _, _ in rows for b in ev.blocking]
-    if blocking:
-        print(f"\nblocking ({len(blocking)}):", file=out)
-        for name, b in blocking:
-            print(f"  {b['status'].upper():<8} {b['checkId']}  [{name}]", file=out)
-            print(f"           {b['failureCode']}: {b['reason']}", file=out)
-            if b.get("remediation"):
-                print(f"           fix: {b['remediation']}", file=out)
-    print(f"\n{len(rows)} gate(s) in {elapsed:.2f}s", file=out)
+    try:
+        code = run(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (e.g. `| head`); the verdict still decides the code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_INCOMPLETE
+    sys.exit(code)
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    early = None
+    if not args.gate:  # the profile's own gates: start checking before anything else is loaded
+        early = SuiteProcess(
+            profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out
+        )
+    from gates.certify import certify
+
     return certify(
+        early=early,
         profile_arg=args.profile,
         sets=args.sets,
         gate_args=args.gate,
@@ -264,6 +157,11 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from conformance.checks import catalog
+    from conformance.profile import load_profile, parse_sets
+    from gates.certify import _select_gates
+    from gates.gate import Expansion, expand
+
     profile = load_profile(args.profile, parse_sets(args.sets))
     for gate in _select_gates(profile, []):
         exp: Expansion = expand(gate, profile)
@@ -302,6 +200,9 @@ def _cmd_faults(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from gates import report as reports
+    from gates.evaluate import exit_code
+
     statuses = []
     for path in args.reports:
         body = reports.verify(path)
@@ -369,6 +270,8 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
     try:
+        from gates.certify import certify
+
         profile = run_args[run_args.index("--profile") + 1]
         sets = [run_args[i + 1] for i, a in enumerate(run_args) if a == "--set"]
         return certify(

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance import _schemas
-from conformance.checks import CheckInstance, catalog, instance_id, known_check
 from conformance.errors import ConfigError
 from conformance.profile import Profile
-from conformance.yamlsource import load_yaml
+from conformance.yamlsource import YamlDocument, load_yaml
+
+if TYPE_CHECKING:
+    from conformance.checks import CheckInstance
+
+# conformance.checks imports pytest and every probe library; it is imported only where needed,
+# so that `gates run` can start the check run before paying for those imports itself.
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 
@@ -41,8 +47,8 @@ def builtin_gates() -> list[str]:
     return sorted(p.stem for p in DEFINITIONS.glob("*.yaml"))
 
 
-def load_gate(name_or_path: str) -> Gate:
-    """Load a built-in gate by name or a gate file by path; unknown check ids are a `ConfigError`."""
+def parse_gate(name_or_path: str) -> YamlDocument:
+    """Read and schema-validate a gate file (built-in name or path) without resolving its check ids."""
     builtin = DEFINITIONS / f"{name_or_path}.yaml"
     if "/" not in name_or_path and builtin.is_file():
         path, display = builtin, f"builtin:{name_or_path}"
@@ -55,10 +61,22 @@ def load_gate(name_or_path: str) -> Gate:
         )
     doc = load_yaml(path, source=display)
     _schemas.validate(doc.data, "gate-definition", source=display, locate=doc.locate)
+    return doc
+
+
+def required_checks(doc: YamlDocument) -> list[str]:
+    """The check ids a parsed gate file names."""
+    return [str(raw["check"]) for raw in doc.data["requires"]]
+
+
+def build_gate(doc: YamlDocument) -> Gate:
+    """Turn a parsed gate file into a `Gate`; an unknown check id is a `ConfigError` naming the line."""
+    from conformance.checks import known_check
+
     requires = []
     for i, raw in enumerate(doc.data["requires"]):
         where = doc.locate(("requires", i, "check")) or f"requires[{i}].check"
-        known_check(raw["check"], source=display, location=where)
+        known_check(raw["check"], source=doc.source, location=where)
         targets = tuple(raw["targets"]) if "targets" in raw else None
         requires.append(Requirement(check=raw["check"], targets=targets, optional=bool(raw.get("optional"))))
     return Gate(
@@ -66,10 +84,15 @@ def load_gate(name_or_path: str) -> Gate:
         title=doc.data.get("title", doc.data["name"]),
         description=doc.data.get("description", ""),
         report=doc.data["report"],
-        source=display,
+        source=doc.source,
         sha256=doc.sha256,
         requires=tuple(requires),
     )
+
+
+def load_gate(name_or_path: str) -> Gate:
+    """Load a built-in gate by name or a gate file by path; unknown check ids are a `ConfigError`."""
+    return build_gate(parse_gate(name_or_path))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +105,8 @@ class Expansion:
 
 def expand(gate: Gate, profile: Profile) -> Expansion:
     """The check instances ``gate`` requires of ``profile``; listed targets must exist."""
+    from conformance.checks import catalog, instance_id
+
     available = catalog(profile)
     by_check: dict[str, list[CheckInstance]] = {}
     for inst in available:

@@ -57,6 +57,58 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+class SuiteProcess:
+    """A running check run: started early, waited for later."""
+
+    def __init__(
+        self, *, profile: str, sets: Sequence[str], target: str, checks: Sequence[str], out: Path
+    ) -> None:
+        run_dir = out / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.results_path = run_dir / "results.ndjson"
+        self.results_path.unlink(missing_ok=True)
+        self.log = run_dir / "pytest.log"
+        argv = [
+            sys.executable, "-m", "pytest", "-c", str(SUITE_INI), "--rootdir", str(SUITE_DIR), str(SUITE_DIR),
+            "-p", "conformance.plugin", "-p", "pytest_metadata.plugin", "-p", "pytest_html.plugin",
+            "--gates-profile", profile, "--gates-target", target, "--gates-results", str(self.results_path),
+            "--gates-only", ",".join(checks),
+            "--junitxml", str(out / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
+            "--html", str(out / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
+        self.started = time.monotonic()
+        with self.log.open("wb") as log_file:
+            self.child = subprocess.Popen(
+                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=_limit_memory, start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        """Stop the run (its process group) at once."""
+        if self.child.poll() is None:
+            os.killpg(self.child.pid, 9)
+        self.child.wait()
+
+    def wait(self, *, timeout_s: float, progress: Callable[[int, float], None] | None = None) -> SuiteRun:
+        """Wait for the run, reporting progress; past ``timeout_s`` it is killed and what finished is kept."""
+        timed_out = False
+        while True:
+            try:
+                self.child.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - self.started
+                if progress is not None:
+                    progress(len(read_results(self.results_path)), elapsed)
+                if elapsed > timeout_s:
+                    timed_out = True
+                    self.kill()
+                    break
+        return SuiteRun(results=read_results(self.results_path), returncode=self.child.returncode,
+                        timed_out=timed_out, log=self.log)  # fmt: skip
+
+
 def run_suite(
     *,
     profile: str,
@@ -68,73 +120,5 @@ def run_suite(
     progress: Callable[[int, float], None] | None = None,
 ) -> SuiteRun:
     """Run the checks ``checks`` of the suite against ``profile``; write junit.xml and report.html in ``out``."""
-    run_dir = out / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results_path = run_dir / "results.ndjson"
-    results_path.unlink(missing_ok=True)
-    log = run_dir / "pytest.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-c",
-        str(SUITE_INI),
-        "--rootdir",
-        str(SUITE_DIR),
-        str(SUITE_DIR),
-        "-p",
-        "conformance.plugin",
-        "-p",
-        "pytest_metadata.plugin",
-        "-p",
-        "pytest_html.plugin",
-        "--gates-profile",
-        profile,
-        "--gates-target",
-        target,
-        "--gates-results",
-        str(results_path),
-        "--gates-only",
-        ",".join(checks),
-        "--junitxml",
-        str(out / "junit.xml"),
-        "-o",
-        "junit_family=xunit2",
-        "-o",
-        "junit_suite_name=gates",
-        "--html",
-        str(out / "report.html"),
-        "--self-contained-html",
-        "-q",
-        "-rfE",
-        "--no-header",
-    ]
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
-    started = time.monotonic()
-    with log.open("wb") as out_file:
-        child = subprocess.Popen(
-            argv,
-            stdout=out_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            preexec_fn=_limit_memory,
-            start_new_session=True,
-        )
-        timed_out = False
-        while True:
-            try:
-                child.wait(timeout=0.25)
-                break
-            except subprocess.TimeoutExpired:
-                elapsed = time.monotonic() - started
-                if progress is not None:
-                    progress(len(read_results(results_path)), elapsed)
-                if elapsed > timeout_s:
-                    timed_out = True
-                    os.killpg(child.pid, 9)
-                    child.wait()
-                    break
-    return SuiteRun(
-        results=read_results(results_path), returncode=child.returncode, timed_out=timed_out, log=log
-    )
+    process = SuiteProcess(profile=profile, sets=sets, target=target, checks=checks, out=out)
+    return process.wait(timeout_s=timeout_s, progress=progress)

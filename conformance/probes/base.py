@@ -46,7 +46,7 @@ class ProbeSpec(Protocol[T_co]):
 class Prober:
     """Runs probe specs concurrently, once each."""
 
-    def __init__(self, ctx: Context, *, workers: int = 32) -> None:
+    def __init__(self, ctx: Context, *, workers: int = 4) -> None:
         self.ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
         self._futures: dict[ProbeSpec[Any], Future[Any]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,10 +85,15 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+_SSL_LOCK = threading.Lock()
+
+
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    # Built once: loading CA certificates is CPU-bound and, per request, would eat the deadline.
-    return ssl.create_default_context()
+    # Built once (under a lock, since probes start together): loading CA certificates is CPU-bound
+    # and, per request, would eat the deadline.
+    with _SSL_LOCK:
+        return ssl.create_default_context()
 
 
 def _transport(deadline: float) -> httpx.HTTPTransport:

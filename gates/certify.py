@@ -1,0 +1,152 @@
+"""`gates run`: certify a deployment with the selected gates, write reports, print the summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from conformance.errors import ConfigError
+from conformance.profile import Profile, load_profile, parse_sets
+from conformance.redact import Redactor
+from gates import report as reports
+from gates.evaluate import evaluate, exit_code
+from gates.gate import Gate, build_gate, expand, load_gate, parse_gate, required_checks
+from gates.runner import SuiteProcess
+
+
+def _gate_names(profile: Profile, names: list[str]) -> list[str]:
+    chosen = names or list(profile.gates)
+    if not chosen:
+        raise ConfigError(f"profile {profile.name!r} lists no gates; pass --gate NAME", source=profile.source)
+    return chosen
+
+
+def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
+    gates = [load_gate(n) for n in _gate_names(profile, names)]
+    _no_duplicates(gates)
+    return gates
+
+
+def _no_duplicates(gates: list[Gate]) -> None:
+    seen: set[str] = set()
+    for gate in gates:
+        if gate.name in seen:
+            raise ConfigError(f"gate {gate.name!r} selected twice", source="<argument --gate>")
+        seen.add(gate.name)
+
+
+def certify(
+    *,
+    profile_arg: str,
+    sets: list[str],
+    gate_args: list[str],
+    target: str,
+    out: Path,
+    captured_at: str | None,
+    timeout_s: float,
+    stdout: IO[str],
+    stderr: IO[str],
+    quiet: bool,
+    early: SuiteProcess | None = None,
+) -> int:
+    """Run the selected gates against the deployment, write the reports, print the summary.
+
+    ``early`` is a check run the caller already started (for all of the profile's checks);
+    it is stopped if anything here turns out to be invalid.
+    """
+    started = early.started if early is not None else time.monotonic()
+    suite_process = early
+    try:
+        profile = load_profile(profile_arg, parse_sets(sets))
+        docs = [parse_gate(n) for n in _gate_names(profile, gate_args)]
+        checks = sorted({c for doc in docs for c in required_checks(doc)})
+        from conformance.targets import make_host
+
+        make_host(target)  # refuse an unsupported target
+        if suite_process is None:
+            # The check run starts now; resolving check ids and expanding gates overlaps with it.
+            suite_process = SuiteProcess(
+                profile=profile_arg, sets=sets, target=target, checks=checks, out=out
+            )
+        gates = [build_gate(doc) for doc in docs]
+        _no_duplicates(gates)
+        expansions = {g.name: expand(g, profile) for g in gates}
+    except BaseException:
+        if suite_process is not None:
+            suite_process.kill()
+        raise
+    total = len({i.id for e in expansions.values() for i in e.instances})
+    last = [0.0]
+
+    def progress(done: int, elapsed: float) -> None:
+        if not quiet and elapsed - last[0] >= 1.0:
+            last[0] = elapsed
+            print(f"gates: {done}/{total} checks done ({elapsed:.1f}s)", file=stderr, flush=True)
+
+    if not quiet:
+        print(
+            f"gates: certifying profile {profile.name!r}: {len(gates)} gate(s), {total} check instance(s)",
+            file=stderr,
+            flush=True,
+        )
+    suite = suite_process.wait(timeout_s=timeout_s, progress=progress)
+    if suite.timed_out:
+        print(
+            f"gates: the run exceeded --timeout {timeout_s:g}s and was stopped; unfinished checks are not_run",
+            file=stderr,
+        )
+    elif suite.returncode not in (0, 1):
+        print(
+            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}",
+            file=stderr,
+        )
+    redactor = Redactor(profile.secrets())
+    statuses = []
+    rows = []
+    for gate in gates:
+        evaluation = evaluate(gate, expansions[gate.name], suite.results)
+        body = reports.build(
+            gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor
+        )
+        path = out / "gates" / gate.report
+        reports.write(body, path)
+        statuses.append(evaluation.status)
+        rows.append((gate, evaluation, path, body["artifactHash"]))
+    _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
+    _summary(rows, time.monotonic() - started, stdout)
+    return exit_code(statuses)
+
+
+def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        clean = redactor.text(text)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+
+
+def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[str]) -> None:
+    print(
+        f"{'gate':<20} {'verdict':<11} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5} {'not-run':>7}  report",
+        file=out,
+    )
+    for gate, ev, path, _ in rows:
+        v = ev.verdict
+        print(
+            f"{gate.name:<20} {v['status'].upper():<11} {v['passedChecks']:>5} {v['failedChecks']:>5} "
+            f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}",
+            file=out,
+        )
+    blocking = [(g.name, b) for g, ev, _, _ in rows for b in ev.blocking]
+    if blocking:
+        print(f"\nblocking ({len(blocking)}):", file=out)
+        for name, b in blocking:
+            print(f"  {b['status'].upper():<8} {b['checkId']}  [{name}]", file=out)
+            print(f"           {b['failureCode']}: {b['reason']}", file=out)
+            if b.get("remediation"):
+                print(f"           fix: {b['remediation']}", file=out)
+    print(f"\n{len(rows)} gate(s) in {elapsed:.2f}s", file=out)
