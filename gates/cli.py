@@ -117,6 +117,10 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
     except KeyboardInterrupt:
         print("gates: interrupted", file=err)
         return EXIT_INCOMPLETE
+    except OSError as exc:  # e.g. an --out directory that cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"gates: error: {where}{exc.strerror or exc}", file=err)
+        return EXIT_USAGE
 
 
 def main() -> NoReturn:

@@ -40,8 +40,14 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
 
 
-def read_results(path: Path) -> dict[str, dict[str, Any]]:
-    """Parse results.ndjson; a torn last line (a killed run) is ignored."""
+def read_results(path: Path, *, validate: bool = False) -> dict[str, dict[str, Any]]:
+    """Parse results.ndjson; a torn last line (a killed run) is ignored.
+
+    With ``validate``, a record that does not match ``schemas/check-result.schema.json`` is dropped,
+    so its check counts as not run rather than being trusted.
+    """
+    from conformance import _schemas
+
     out: dict[str, dict[str, Any]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -52,8 +58,11 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "id" in record:
-            out[str(record["id"])] = record
+        if not isinstance(record, dict) or "id" not in record:
+            continue
+        if validate and _schemas.errors(record, "check-result"):
+            continue
+        out[str(record["id"])] = record
     return out
 
 
@@ -105,7 +114,7 @@ class SuiteProcess:
                     timed_out = True
                     self.kill()
                     break
-        return SuiteRun(results=read_results(self.results_path), returncode=self.child.returncode,
+        return SuiteRun(results=read_results(self.results_path, validate=True), returncode=self.child.returncode,
                         timed_out=timed_out, log=self.log)  # fmt: skip
 
 
