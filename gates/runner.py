@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,8 +74,12 @@ class SuiteProcess:
     def __init__(
         self, *, profile: str, sets: Sequence[str], target: str, checks: Sequence[str], out: Path
     ) -> None:
-        run_dir = out / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
+        # so a run refused for bad input leaves nothing behind.
+        self.out = out
+        self.work = Path(tempfile.mkdtemp(prefix="gates-run-"))
+        run_dir = self.work / "run"
+        run_dir.mkdir()
         self.results_path = run_dir / "results.ndjson"
         self.results_path.unlink(missing_ok=True)
         self.log = run_dir / "pytest.log"
@@ -82,8 +88,8 @@ class SuiteProcess:
             "-p", "conformance.plugin", "-p", "pytest_metadata.plugin", "-p", "pytest_html.plugin",
             "--gates-profile", profile, "--gates-target", target, "--gates-results", str(self.results_path),
             "--gates-only", ",".join(checks),
-            "--junitxml", str(out / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
-            "--html", str(out / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+            "--junitxml", str(self.work / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
+            "--html", str(self.work / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
         ]  # fmt: skip
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
         self.started = time.monotonic()
@@ -94,10 +100,25 @@ class SuiteProcess:
             )  # fmt: skip
 
     def kill(self) -> None:
-        """Stop the run (its process group) at once."""
+        """Stop the run (its process group) at once and discard its scratch directory."""
+        self._stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _stop(self) -> None:
         if self.child.poll() is None:
             os.killpg(self.child.pid, 9)
         self.child.wait()
+
+    def _publish(self) -> None:
+        (self.out / "run").mkdir(parents=True, exist_ok=True)
+        for rel in ("junit.xml", "report.html", "run/results.ndjson", "run/pytest.log"):
+            source = self.work / rel
+            (self.out / rel).unlink(
+                missing_ok=True
+            )  # never leave a previous run's file beside this run's reports
+            if source.exists():
+                shutil.move(str(source), str(self.out / rel))
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def wait(self, *, timeout_s: float, progress: Callable[[int, float], None] | None = None) -> SuiteRun:
         """Wait for the run, reporting progress; past ``timeout_s`` it is killed and what finished is kept."""
@@ -112,10 +133,12 @@ class SuiteProcess:
                     progress(len(read_results(self.results_path)), elapsed)
                 if elapsed > timeout_s:
                     timed_out = True
-                    self.kill()
+                    self._stop()
                     break
-        return SuiteRun(results=read_results(self.results_path, validate=True), returncode=self.child.returncode,
-                        timed_out=timed_out, log=self.log)  # fmt: skip
+        self._publish()
+        results = read_results(self.out / "run" / "results.ndjson", validate=True)
+        return SuiteRun(results=results, returncode=self.child.returncode, timed_out=timed_out,
+                        log=self.out / "run" / "pytest.log")  # fmt: skip
 
 
 def run_suite(

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fixtures.oroboros.deployment import default_state_dir
+from fixtures.oroboros.deployment import PORT_NAMES, ROUTES, default_state_dir
 from fixtures.registry import REFERENCES
 
 ROUNDS = 7
@@ -29,22 +29,11 @@ def timed(argv: list[str]) -> float:
 def shell_loop(ports: dict[str, int]) -> str:
     """The upstream health script's probes, strictly sequential, with curl/pg_isready/redis-cli."""
     lines = ["set -u"]
-    for name in (
-        "web_main",
-        "web_preview_1",
-        "web_preview_2",
-        "web_preview_3",
-        "api",
-        "api_preview_1",
-        "api_preview_2",
-        "api_preview_3",
-        "worker",
-    ):
-        lines.append(f"curl -fsS -m 3 http://127.0.0.1:{ports[name]}/health >/dev/null")
-    for host in ("app", "preview1", "preview2", "preview3", "api", "worker"):
-        lines.append(
-            f"curl -fsS -m 3 -H 'Host: {host}.example.com' http://127.0.0.1:{ports['proxy']}/health >/dev/null"
-        )
+    for name in PORT_NAMES:
+        if name not in ("postgres", "redis", "proxy"):
+            lines.append(f"curl -fsS -m 3 http://127.0.0.1:{ports[name]}/health >/dev/null")
+    for host, _ in ROUTES:
+        lines.append(f"curl -fsS -m 3 -H 'Host: {host}' http://127.0.0.1:{ports['proxy']}/health >/dev/null")
     lines.append(f"pg_isready -q -h 127.0.0.1 -p {ports['postgres']} -U postgres -d builder_control")
     lines.append(f"redis-cli -h 127.0.0.1 -p {ports['redis']} ping | grep -q PONG")
     return "\n".join(lines)
