@@ -31,16 +31,18 @@ from conformance.probes.base import Context, Prober
 from conformance.probes.resolve import resolve
 from conformance.profile import Profile, load_profile, parse_sets
 from conformance.redact import Redactor
-from conformance.targets import make_host
+from conformance.targets import Target, make_target
 
 PROFILE_KEY = pytest.StashKey[Profile]()
 PROBER_KEY = pytest.StashKey[Prober]()
+TARGET_KEY = pytest.StashKey[Target]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
 RESULT_SCHEMA = "GatesCheckResult.v1"
 SETS_ENV = "GATES_SETS_JSON"
 FREE_TEXT = ("message", "observed", "expected", "remediation")  # ids and titles are never rewritten
 ERROR_REMEDIATION = {
-    "probe_unreachable": "Nothing answered at {bind}:{port}: check that {name} runs and listens where the profile says.",
+    "probe_unreachable": "Could not reach {name}: check that it runs and listens where the profile says, "
+    "and that the target is reachable.",
     "probe_timeout": "{name} accepted the connection but did not answer in time: look for a hang or overload.",
     "probe_response_too_large": "{name} answered with far more data than the size cap: check what serves it.",
     "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
@@ -61,7 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Override a profile variable (repeatable).",
     )
     group.addoption(
-        "--gates-target", metavar="URL", default="local", help="How to reach the host: 'local' (default)."
+        "--gates-target",
+        metavar="URL",
+        default="local",
+        help="How to reach the host: 'local' (default) or 'ssh://user@host[:port]'.",
     )
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
     group.addoption(
@@ -83,11 +88,16 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.get(SETS_ENV, "[]")
         )  # how `gates run` passes --set without argv exposure
         profile = load_profile(name, parse_sets([*extra, *config.getoption("gates_set")]))
-        host = make_host(config.getoption("gates_target"))
+        target = make_target(
+            config.getoption("gates_target"),
+            endpoints=[(s.bind, s.port) for s in profile.services],
+            connect_timeout=profile.probe.connect_timeout_s,
+        )
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
     config.stash[PROFILE_KEY] = profile
-    prober = Prober(Context(settings=profile.probe, host=host))
+    config.stash[TARGET_KEY] = target
+    prober = Prober(Context(settings=profile.probe, host=target.host, dial=target.dial))
     config.stash[PROBER_KEY] = prober
     _prefetch(profile, prober, _only(config))
     results = config.getoption("gates_results")
@@ -113,6 +123,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     prober = config.stash.get(PROBER_KEY, None)
     if prober is not None:
         prober.close()
+    target = config.stash.get(TARGET_KEY, None)
+    if target is not None:
+        target.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

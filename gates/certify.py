@@ -14,6 +14,8 @@ from gates.evaluate import evaluate, exit_code
 from gates.gate import Gate, build_gate, expand, load_gate, parse_gate, required_checks
 from gates.runner import SuiteProcess
 
+SUMMARY_LIMIT = 25  # blocking issues printed; the reports list them all
+
 
 def _gate_names(profile: Profile, names: list[str]) -> list[str]:
     chosen = names or list(profile.gates)
@@ -61,9 +63,9 @@ def certify(
         profile = load_profile(profile_arg, parse_sets(sets))
         docs = [parse_gate(n) for n in _gate_names(profile, gate_args)]
         checks = sorted({c for doc in docs for c in required_checks(doc)})
-        from conformance.targets import make_host
+        from conformance.targets import parse_target
 
-        make_host(target)  # refuse an unsupported target
+        parse_target(target)  # refuse an unsupported target
         if suite_process is None:
             # The check run starts now; resolving check ids and expanding gates overlaps with it.
             suite_process = SuiteProcess(
@@ -144,9 +146,11 @@ def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[st
     blocking = [(g.name, b) for g, ev, _, _ in rows for b in ev.blocking]
     if blocking:
         print(f"\nblocking ({len(blocking)}):", file=out)
-        for name, b in blocking:
+        for name, b in blocking[:SUMMARY_LIMIT]:
             print(f"  {b['status'].upper():<8} {b['checkId']}  [{name}]", file=out)
             print(f"           {b['failureCode']}: {b['reason']}", file=out)
             if b.get("remediation"):
                 print(f"           fix: {b['remediation']}", file=out)
+        if len(blocking) > SUMMARY_LIMIT:
+            print(f"  ... and {len(blocking) - SUMMARY_LIMIT} more: see the reports", file=out)
     print(f"\n{len(rows)} gate(s) in {elapsed:.2f}s", file=out)

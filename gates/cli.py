@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="sets",
         help="override a profile variable (repeatable)",
     )
-    run.add_argument("--target", default="local", help="how to reach the host (default: local)")
+    run.add_argument(
+        "--target", default="local", help="how to reach the host: local (default) or ssh://user@host[:port]"
+    )
     run.add_argument("--out", default="artifacts", type=Path, help="output directory (default: artifacts/)")
     run.add_argument(
         "--captured-at", default=None, help="capture timestamp recorded in (and hashed with) reports"
@@ -117,6 +119,8 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
     except KeyboardInterrupt:
         print("gates: interrupted", file=err)
         return EXIT_INCOMPLETE
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # e.g. an --out directory that cannot be written
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"gates: error: {where}{exc.strerror or exc}", file=err)

@@ -27,12 +27,22 @@ class Host(Protocol):
         """Run a command; the result has ``rc``, ``stdout`` and ``stderr``."""
 
 
+def direct(address: str, port: int) -> tuple[str, int]:
+    """Dial an endpoint as it is (the probes run on the host itself)."""
+    return address, port
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
-    """Everything a probe may use: bounds and the host backend for commands and files."""
+    """Everything a probe may use: bounds, the host backend for commands and files, and a dialer.
+
+    ``dial`` maps an endpoint as the host sees it (``127.0.0.1:8000``) to where this process
+    connects to reach it (itself, or the local end of an SSH forward).
+    """
 
     settings: ProbeSettings
     host: Host
+    dial: Callable[[str, int], tuple[str, int]] = direct
 
 
 @runtime_checkable

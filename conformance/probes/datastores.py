@@ -134,9 +134,10 @@ class RedisPing:
 
     def observe(self, ctx: Context) -> RedisReply:
         """PING; an error reply (``NOAUTH``, ``LOADING``) is observed, silence is not."""
+        address, port = ctx.dial(self.address, self.port)
         client = redis.Redis(
-            host=self.address,
-            port=self.port,
+            host=address,
+            port=port,
             password=self.password or None,
             socket_connect_timeout=ctx.settings.connect_timeout_s,
             socket_timeout=ctx.settings.read_timeout_s,

@@ -165,7 +165,9 @@ class HttpGet:
             write=s.read_timeout_s,
             pool=s.connect_timeout_s,
         )
-        headers = {"Host": self.host_header} if self.host_header else {}
+        address, port = ctx.dial(self.address, self.port)
+        url = f"http://{host_port(address, port)}{self.path}"
+        headers = {"Host": self.host_header or host_port(self.address, self.port)}
         headers["User-Agent"] = "gates-conformance"
         started = time.monotonic()
         try:
@@ -176,7 +178,7 @@ class HttpGet:
                     trust_env=False,
                     transport=_transport(started + s.deadline_s),
                 ) as client,
-                client.stream(self.method, self.url, headers=headers) as response,
+                client.stream(self.method, url, headers=headers) as response,
             ):
                 chunks: list[bytes] = []
                 size = 0

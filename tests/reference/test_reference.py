@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import gates, not_ok
 
 from fixtures.oroboros.deployment import default_state_dir
 from fixtures.procs import Proc, alive
 from fixtures.registry import REFERENCES
 from gates import report as reports
-from gates.cli import run
 
 REF = REFERENCES["oroboros"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-
-def gates(*argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process and return (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = run(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def not_ok(out: Path) -> dict[str, str]:
-    """Instance id → status of every check that did not pass, across all reports in ``out``."""
-    found: dict[str, str] = {}
-    for path in sorted((out / "gates").glob("*.json")):
-        for check in json.loads(path.read_text())["checks"]:
-            if not check["ok"]:
-                found[check["id"]] = check["status"]
-    return found
 
 
 @pytest.fixture(scope="module")

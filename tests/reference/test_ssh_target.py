@@ -1,0 +1,80 @@
+"""The ssh:// target, end to end: the reference deployment certified through a real sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _helpers import gates, not_ok
+
+from fixtures import sshd
+from fixtures.oroboros.deployment import default_state_dir
+from fixtures.procs import stop
+from fixtures.registry import REFERENCES
+
+REF = REFERENCES["oroboros"]
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[sshd.SshServer]:
+    """A real OpenSSH server on loopback; its client settings are exported for the suite."""
+    srv = sshd.start(
+        default_state_dir(f"selftest-{WORKER}-sshd"),
+        sshd.free_port(offset=10 * int(WORKER.removeprefix("gw") or 0) if WORKER != "main" else 0),
+    )
+    saved = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    try:
+        yield srv
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop(srv.proc)
+
+
+class TestSshTarget:
+    """Commands run over SSH, and loopback services are probed through SSH port forwards."""
+
+    def test_healthy_reference_passes_over_ssh(self, server: sshd.SshServer, tmp_path: Path) -> None:
+        """Every gate passes when the healthy reference is certified through `--target ssh://`."""
+        state = default_state_dir(f"selftest-{WORKER}-ssh-healthy")
+        args = REF.up(state)
+        try:
+            code, stdout, _ = gates(
+                "run", *args, "--target", server.target, "--out", str(tmp_path), "--quiet"
+            )
+        finally:
+            REF.down(state)
+        assert code == 0, stdout
+        report = json.loads((tmp_path / "gates" / "runtime-topology.json").read_text())
+        assert report["inputs"]["target"] == server.target
+
+    def test_fault_is_seen_the_same_over_ssh(self, server: sshd.SshServer, tmp_path: Path) -> None:
+        """A fault trips exactly its declared checks over SSH too."""
+        fault = REF.fault("api-bind-all")
+        state = default_state_dir(f"selftest-{WORKER}-ssh-fault")
+        args = REF.up(state, fault.id)
+        try:
+            code, stdout, _ = gates(
+                "run", *args, "--target", server.target, "--out", str(tmp_path), "--quiet"
+            )
+        finally:
+            REF.down(state)
+        assert sorted(not_ok(tmp_path)) == sorted(fault.trips), stdout
+        assert code == 1
+
+    def test_unreachable_host_is_incomplete_not_failed(self, server: sshd.SshServer, tmp_path: Path) -> None:
+        """When SSH cannot connect, every check errors and the run exits 3, never 0 or 1."""
+        code, stdout, _ = gates("run", "--profile", "oroboros", "--target", "ssh://root@127.0.0.1:1",
+                                "--out", str(tmp_path), "--quiet")  # fmt: skip
+        assert code == 3, stdout
+        statuses = {c["status"] for p in (tmp_path / "gates").glob("*.json")
+                    for c in json.loads(p.read_text())["checks"]}  # fmt: skip
+        assert statuses == {"error"}
