@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--target", default="local", help="how to reach the host: local (default) or ssh://user@host[:port]"
     )
+    run.add_argument("--ssh-config", default=None, type=Path, help="ssh_config file for an ssh:// target")
+    run.add_argument("--ssh-identity", default=None, type=Path, help="private key file for an ssh:// target")
     run.add_argument("--out", default="artifacts", type=Path, help="output directory (default: artifacts/)")
     run.add_argument(
         "--captured-at", default=None, help="capture timestamp recorded in (and hashed with) reports"
@@ -139,11 +141,17 @@ def main() -> NoReturn:
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    early = None
-    if not args.gate:  # the profile's own gates: start checking before anything else is loaded
-        early = SuiteProcess(
-            profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out
-        )
+    for option, variable in (
+        (args.ssh_config, "GATES_SSH_CONFIG"),
+        (args.ssh_identity, "GATES_SSH_IDENTITY"),
+    ):
+        if option is not None:
+            if not option.is_file():
+                raise ConfigError("no such file", source=str(option))
+            os.environ[variable] = str(option.resolve())  # read by the check run's SSH connections
+    # Start checking before anything else is loaded: every check of the profile runs, the
+    # reports cover the selected gates.
+    early = SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
     from gates.certify import certify
 
     return certify(
@@ -278,22 +286,8 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
     try:
-        from gates.certify import certify
-
-        profile = run_args[run_args.index("--profile") + 1]
-        sets = [run_args[i + 1] for i, a in enumerate(run_args) if a == "--set"]
-        return certify(
-            profile_arg=profile,
-            sets=sets,
-            gate_args=[],
-            target="local",
-            out=args.out,
-            captured_at=None,
-            timeout_s=300.0,
-            stdout=out,
-            stderr=err,
-            quiet=False,
-        )
+        run_args = ["run", *run_args, "--out", str(args.out)]
+        return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)

@@ -53,9 +53,8 @@ class PgPing:
 
     def observe(self, ctx: Context) -> PgPingResult:
         """Ping; a server that does not answer at all is unobservable (`ProbeUnreachable`)."""
-        info = _conninfo(
-            self.address, self.port, self.dbname, self.user, None, ctx.settings.connect_timeout_s
-        )
+        address, port = ctx.dial(self.address, self.port)
+        info = _conninfo(address, port, self.dbname, self.user, None, ctx.settings.connect_timeout_s)
         code = pq.Ping(pq.PGconn.ping(info.encode()))
         if code == pq.Ping.NO_RESPONSE:
             raise ProbeUnreachable(f"postgres at {self.address}:{self.port}: no response")
@@ -90,9 +89,8 @@ class PgConnect:
     def observe(self, ctx: Context) -> PgSession:
         """Connect; a server that answered with a refusal is an observation, silence is not."""
         ping = PgPing(address=self.address, port=self.port, dbname=self.dbname, user=self.user).observe(ctx)
-        info = _conninfo(
-            self.address, self.port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s
-        )
+        address, port = ctx.dial(self.address, self.port)
+        info = _conninfo(address, port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s)
         try:
             with psycopg.connect(info, autocommit=True) as conn:
                 conn.execute(
