@@ -135,6 +135,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     profile = metafunc.config.stash.get(PROFILE_KEY, None)
     targets = list(spec.targets(profile)) if profile is not None else []
+    if not targets:
+        skip = pytest.mark.skip(reason=f"the profile declares no target for {spec.id}")
+        metafunc.parametrize("target", [pytest.param(None, marks=skip)], ids=["no-target"])
+        return
     metafunc.parametrize("target", targets, ids=[t.name for t in targets])
 
 
@@ -143,7 +147,10 @@ def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
     callspec = getattr(item, "callspec", None)
     if spec is None or callspec is None or "target" not in callspec.params:
         return None
-    return spec, callspec.params["target"]
+    target = callspec.params["target"]
+    if target is None:
+        return None  # the placeholder of a check with no target in this profile
+    return spec, target
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

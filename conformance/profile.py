@@ -73,6 +73,9 @@ class Service:
     database: str | None = None
     db_user: str | None = None
     password: str | None = None
+    group: str | None = None
+    hardening: tuple[tuple[str, str], ...] = ()
+    runs_from_release: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +131,7 @@ class Profile:
     env_files: tuple[EnvFile, ...]
     routes: Routes | None
     release: Release | None
+    process_manager: str = "systemd"
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -318,6 +322,11 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 bind=r.text(raw["bind"], (*p, "bind")),
                 port=r.integer(raw["port"], (*p, "port"), low=1, high=65535),
                 env_file=raw.get("envFile"),
+                group=r.opt_text(raw.get("group"), (*p, "group")),
+                hardening=tuple(
+                    (k, r.text(v, (*p, "hardening", k))) for k, v in (raw.get("hardening") or {}).items()
+                ),
+                runs_from_release=bool(raw.get("runsFromRelease", False)),
                 health=_http(r, raw.get("health"), (*p, "health")),
                 identity_path=r.opt_text((raw.get("identity") or {}).get("path"), (*p, "identity", "path")),
                 database=r.opt_text(raw.get("database"), (*p, "database")),
@@ -387,7 +396,13 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             releases=r.text(raw["releases"], ("release", "releases")),
         )
 
+    process_manager = r.text(data.get("processManager", "systemd"), ("processManager",))
+    if process_manager not in ("systemd", "none"):
+        raise r.fail(
+            ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
+        )
     return Profile(
+        process_manager=process_manager,
         name=data["name"],
         title=data.get("title", data["name"]),
         source=doc.source,

@@ -89,3 +89,30 @@ def env_files(profile: Profile) -> list[EnvFile]:
 def releases(profile: Profile) -> list[Release]:
     """The release symlink layout, when declared."""
     return [profile.release] if profile.release is not None else []
+
+
+def units(profile: Profile) -> list[Service]:
+    """Services run by a declared systemd unit (when the profile says systemd manages them)."""
+    if profile.process_manager != "systemd":
+        return []
+    return [s for s in profile.services if s.unit]
+
+
+def unit_identities(profile: Profile) -> list[Service]:
+    """Units whose user (and group) is declared."""
+    return [s for s in units(profile) if s.user]
+
+
+def hardened_units(profile: Profile) -> list[Service]:
+    """Units that declare a sandboxing set."""
+    return [s for s in units(profile) if s.hardening]
+
+
+def units_with_env_file(profile: Profile) -> list[Service]:
+    """Units that declare an environment file."""
+    return [s for s in units(profile) if s.env_file]
+
+
+def release_runners(profile: Profile) -> list[Service]:
+    """Services that must run the code of the current release."""
+    return [s for s in profile.services if s.runs_from_release] if profile.release is not None else []

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _helpers import gates, not_ok
 
 from fixtures.oroboros.deployment import default_state_dir
 from fixtures.procs import Proc, alive
 from fixtures.registry import REFERENCES
 from gates import report as reports
+from gates.testing import not_passing as not_ok
+from gates.testing import run_cli
 
 REF = REFERENCES["oroboros"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -36,7 +37,7 @@ class TestHealthyReference:
 
     def test_every_gate_passes(self, healthy: list[str], tmp_path: Path) -> None:
         """`gates run` exits 0 and writes schema-valid, hash-consistent reports that all pass."""
-        code, stdout, _ = gates("run", *healthy, "--out", str(tmp_path), "--quiet")
+        code, stdout, _ = run_cli("run", *healthy, "--out", str(tmp_path), "--quiet")
         assert code == 0, stdout
         for name in ("runtime-health", "runtime-topology"):
             body = reports.verify(tmp_path / "gates" / f"{name}.json")
@@ -49,7 +50,7 @@ class TestHealthyReference:
         """Two runs against the same deployment state produce identical artifactHash values."""
         hashes = []
         for i in (1, 2):
-            code, stdout, _ = gates("run", *healthy, "--out", str(tmp_path / str(i)), "--quiet")
+            code, stdout, _ = run_cli("run", *healthy, "--out", str(tmp_path / str(i)), "--quiet")
             assert code == 0, stdout
             hashes.append(
                 {
@@ -62,14 +63,14 @@ class TestHealthyReference:
 
     def test_single_gate_selection(self, healthy: list[str], tmp_path: Path) -> None:
         """`--gate runtime-health` writes only that report."""
-        code, _, _ = gates("run", *healthy, "--gate", "runtime-health", "--out", str(tmp_path), "--quiet")
+        code, _, _ = run_cli("run", *healthy, "--gate", "runtime-health", "--out", str(tmp_path), "--quiet")
         assert code == 0
         assert sorted(p.name for p in (tmp_path / "gates").iterdir()) == ["runtime-health.json"]
 
     def test_secret_canary_never_reaches_artifacts(self, healthy: list[str], tmp_path: Path) -> None:
         """A secret supplied at run time appears in no file the run writes, even when checks fail on it."""
         canary = "canary-Zq7xK2pW9m"
-        code, _, _ = gates(
+        code, _, _ = run_cli(
             "run", *healthy, "--set", f"postgres.password={canary}", "--out", str(tmp_path), "--quiet"
         )
         assert code == 1  # the wrong password fails the login and the env-file value check
@@ -89,7 +90,7 @@ def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type:
     REF.down(state)
     args = REF.up(state, fault.id)
     try:
-        code, stdout, _ = gates("run", *args, "--out", str(tmp_path), "--quiet")
+        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
     finally:
         REF.down(state)
     tripped = not_ok(tmp_path)
@@ -104,7 +105,7 @@ class TestLifecycle:
     def test_up_prints_run_arguments_and_down_leaves_nothing(self, tmp_path: Path) -> None:
         """`reference up` ends stdout with the `gates run` arguments; `down` stops every process it started."""
         state = default_state_dir(f"selftest-{WORKER}-lifecycle")
-        code, stdout, _ = gates("reference", "up", "oroboros", "--state-dir", str(state))
+        code, stdout, _ = run_cli("reference", "up", "oroboros", "--state-dir", str(state))
         try:
             assert code == 0
             last = stdout.strip().splitlines()[-1]
@@ -112,11 +113,11 @@ class TestLifecycle:
             procs = [Proc.from_json(p) for p in json.loads((state / "state.json").read_text())["processes"]]
             assert len(procs) == 12
             assert all(alive(p) for p in procs)
-            code, _, err = gates("reference", "up", "oroboros", "--state-dir", str(state))
+            code, _, err = run_cli("reference", "up", "oroboros", "--state-dir", str(state))
             assert code == 3
             assert "already running" in err
         finally:
-            code, stdout, _ = gates("reference", "down", "oroboros", "--state-dir", str(state))
+            code, stdout, _ = run_cli("reference", "down", "oroboros", "--state-dir", str(state))
         assert code == 0
         assert not any(alive(p) for p in procs)
         assert not state.exists()
@@ -126,6 +127,6 @@ class TestLifecycle:
         state = default_state_dir(f"selftest-{WORKER}-gone")
         args = REF.up(state)
         REF.down(state)
-        code, stdout, _ = gates("run", *args, "--out", str(tmp_path), "--quiet")
+        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
         assert code == 1, stdout
         assert "topology.listen.port_bound[api]" in not_ok(tmp_path)

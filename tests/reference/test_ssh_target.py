@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _helpers import gates, not_ok
 
 from fixtures import sshd
 from fixtures.oroboros.deployment import default_state_dir
 from fixtures.procs import stop
 from fixtures.registry import REFERENCES
+from gates.testing import not_passing as not_ok
+from gates.testing import run_cli
 
 REF = REFERENCES["oroboros"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -47,7 +48,7 @@ class TestSshTarget:
         state = default_state_dir(f"selftest-{WORKER}-ssh-healthy")
         args = REF.up(state)
         try:
-            code, stdout, _ = gates(
+            code, stdout, _ = run_cli(
                 "run", *args, "--target", server.target, "--out", str(tmp_path), "--quiet"
             )
         finally:
@@ -62,7 +63,7 @@ class TestSshTarget:
         state = default_state_dir(f"selftest-{WORKER}-ssh-fault")
         args = REF.up(state, fault.id)
         try:
-            code, stdout, _ = gates(
+            code, stdout, _ = run_cli(
                 "run", *args, "--target", server.target, "--out", str(tmp_path), "--quiet"
             )
         finally:
@@ -72,7 +73,7 @@ class TestSshTarget:
 
     def test_unreachable_host_is_incomplete_not_failed(self, server: sshd.SshServer, tmp_path: Path) -> None:
         """When SSH cannot connect, every check errors and the run exits 3, never 0 or 1."""
-        code, stdout, _ = gates("run", "--profile", "oroboros", "--target", "ssh://root@127.0.0.1:1",
+        code, stdout, _ = run_cli("run", "--profile", "oroboros", "--target", "ssh://root@127.0.0.1:1",
                                 "--out", str(tmp_path), "--quiet")  # fmt: skip
         assert code == 3, stdout
         statuses = {c["status"] for p in (tmp_path / "gates").glob("*.json")

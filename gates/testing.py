@@ -1,4 +1,4 @@
-"""Shared helpers of the end-to-end self-tests."""
+"""Helpers for testing deployments and faults with gates (used by the self-tests, usable by anyone)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 from gates.cli import run
 
 
-def gates(*argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process and return (exit code, stdout, stderr)."""
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run the ``gates`` CLI in-process with ``argv``; return (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     code = run(list(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
-def not_ok(out: Path) -> dict[str, str]:
-    """Instance id → status of every check that did not pass, across all reports in ``out``."""
+def not_passing(out: Path) -> dict[str, str]:
+    """Check instance id → status of every check that did not pass, across the reports under ``out/gates``."""
     found: dict[str, str] = {}
     for path in sorted((out / "gates").glob("*.json")):
         for check in json.loads(path.read_text())["checks"]:

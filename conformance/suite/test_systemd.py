@@ -1,0 +1,185 @@
+"""Process management: declared units exist, are enabled and active, run as declared, and own their ports."""
+
+from __future__ import annotations
+
+import posixpath
+
+from conformance.checks import check, expect
+from conformance.errors import Undetermined
+from conformance.probes.files import PathInfo, PathState
+from conformance.probes.systemd import ListenerProcesses, ProcessInfo, ShowUnit, UnitInfo
+from conformance.profile import Profile, Service
+from conformance.suite import _select
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def show_unit(_: Profile, svc: Service) -> ShowUnit:
+    """``systemctl show`` of the service's unit."""
+    assert svc.unit is not None
+    return ShowUnit(unit=svc.unit)
+
+
+def _loaded(svc: Service, unit: UnitInfo) -> None:
+    expect(unit.exists, f"unit {svc.unit} is not installed (LoadState={unit.get('LoadState')!r})",
+           reason="unit_missing", observed=unit.get("LoadState"), expected="loaded")  # fmt: skip
+
+
+@check(
+    "systemd.unit.active",
+    title="The service's unit exists and is active",
+    targets=_select.units,
+    observe=show_unit,
+    remediation="Start {unit} (systemctl start {unit}) and read why it stopped: journalctl -u {unit}.",
+)
+def test_unit_active(target: Service, obs: UnitInfo) -> None:
+    """The unit is loaded and its ActiveState is active."""
+    _loaded(target, obs)
+    state = f"{obs.get('ActiveState')}/{obs.get('SubState')}"
+    expect(obs.get("ActiveState") == "active", f"unit {target.unit} is {state}; expected active",
+           reason="unit_not_active", observed=state, expected="active")  # fmt: skip
+
+
+@check(
+    "systemd.unit.enabled",
+    title="The service's unit is enabled (starts at boot)",
+    targets=_select.units,
+    observe=show_unit,
+    remediation="Enable {unit} (systemctl enable {unit}) so it comes back after a reboot.",
+)
+def test_unit_enabled(target: Service, obs: UnitInfo) -> None:
+    """The unit's file state is enabled."""
+    _loaded(target, obs)
+    state = obs.get("UnitFileState")
+    expect(state == "enabled", f"unit {target.unit} is {state or 'not enabled'}; expected enabled",
+           reason="unit_not_enabled", observed=state, expected="enabled")  # fmt: skip
+
+
+@check(
+    "systemd.unit.identity",
+    title="The unit runs as the declared user and group",
+    targets=_select.unit_identities,
+    observe=show_unit,
+    remediation="Set User={user} (and the declared Group=) in {unit}, then daemon-reload and restart it.",
+)
+def test_unit_identity(target: Service, obs: UnitInfo) -> None:
+    """The unit's User= and Group= equal the declared ones."""
+    _loaded(target, obs)
+    got = {"user": obs.get("User") or "root", "group": obs.get("Group") or "(primary group)"}
+    want = {"user": target.user, "group": target.group or got["group"]}
+    expect(got == want, f"unit {target.unit} runs as {got['user']}:{got['group']}; expected {want['user']}:{want['group']}",
+           reason="unit_identity_mismatch", observed=got, expected=want)  # fmt: skip
+
+
+def _normal(name: str, value: str) -> str:
+    text = value.strip()
+    if text.lower() in _TRUE:
+        return "yes"
+    if text.lower() in _FALSE:
+        return "no"
+    if name == "RestrictAddressFamilies":
+        return " ".join(sorted(text.split()))
+    if name == "UMask":
+        return text.rjust(4, "0")
+    return text
+
+
+@check(
+    "systemd.unit.hardening",
+    title="The unit carries the declared sandboxing set",
+    targets=_select.hardened_units,
+    observe=show_unit,
+    remediation="Restore the missing sandboxing settings in {unit} (see its declared hardening set), then "
+    "daemon-reload and restart it.",
+)
+def test_unit_hardening(target: Service, obs: UnitInfo) -> None:
+    """Every declared sandboxing setting has the declared effective value."""
+    _loaded(target, obs)
+    wrong = {k: obs.get(k) for k, v in target.hardening if _normal(k, obs.get(k)) != _normal(k, v)}
+    expect(not wrong, f"unit {target.unit} differs in {', '.join(f'{k}={v!r}' for k, v in wrong.items())}",
+           reason="unit_hardening_missing", observed=wrong,
+           expected={k: v for k, v in target.hardening if k in wrong})  # fmt: skip
+
+
+def unit_and_env(profile: Profile, svc: Service) -> ShowUnit:
+    """The unit; the declared env file's path comes from the profile."""
+    return show_unit(profile, svc)
+
+
+@check(
+    "systemd.unit.environment_file",
+    title="The unit reads the declared environment file",
+    targets=_select.units_with_env_file,
+    observe=unit_and_env,
+    remediation="Point EnvironmentFile= of {unit} at the declared file, then daemon-reload and restart it.",
+)
+def test_unit_environment_file(target: Service, obs: UnitInfo, profile: Profile) -> None:
+    """The declared env file is among the unit's EnvironmentFile= entries."""
+    _loaded(target, obs)
+    want = next(e.path for e in profile.env_files if e.name == target.env_file)
+    got = obs.environment_files()
+    expect(want in got, f"unit {target.unit} reads {got or 'no env file'}; expected {want}",
+           reason="unit_env_file_mismatch", observed=got, expected=[want])  # fmt: skip
+
+
+def unit_and_listeners(_: Profile, svc: Service) -> tuple[ShowUnit, ListenerProcesses]:
+    """The unit and the processes on the service's port."""
+    assert svc.unit is not None
+    return ShowUnit(unit=svc.unit), ListenerProcesses(port=svc.port)
+
+
+@check(
+    "topology.listen.owned_by_unit",
+    title="The process on the port belongs to the declared unit and runs as the declared user",
+    targets=_select.unit_identities,
+    observe=unit_and_listeners,
+    remediation="Stop whatever holds port {port} outside {unit} and start the service through {unit}.",
+)
+def test_listener_owned_by_unit(target: Service, obs: tuple[UnitInfo, tuple[ProcessInfo, ...]]) -> None:
+    """Every process listening on the port is in the unit's cgroup and runs as the declared user."""
+    unit, procs = obs
+    if not procs:
+        raise Undetermined(
+            f"nothing listens on port {target.port}; see topology.listen.port_bound[{target.name}]"
+        )
+    cgroup = unit.get("ControlGroup")
+    strays = [
+        {"pid": p.pid, "user": p.user, "cgroup": p.cgroup}
+        for p in procs
+        if not cgroup
+        or not (p.cgroup == cgroup or p.cgroup.startswith(cgroup + "/"))
+        or p.user != target.user
+    ]
+    expect(not strays, f"port {target.port} is held by {strays} outside unit {target.unit} (cgroup {cgroup!r}) "
+           f"or not as {target.user}", reason="listener_not_owned_by_unit", observed=strays,
+           expected={"cgroup": cgroup, "user": target.user})  # fmt: skip
+
+
+def listeners_and_current(profile: Profile, svc: Service) -> tuple[ListenerProcesses, PathInfo]:
+    """The processes on the service's port and the runtime symlink."""
+    assert profile.release is not None
+    return ListenerProcesses(port=svc.port), PathInfo(path=profile.release.current)
+
+
+@check(
+    "release.process.runs_current",
+    title="The service runs the code of the release the runtime symlink points at",
+    targets=_select.release_runners,
+    observe=listeners_and_current,
+    remediation="Restart {name} so it picks up the release the runtime symlink points at.",
+)
+def test_runs_current_release(target: Service, obs: tuple[tuple[ProcessInfo, ...], PathState]) -> None:
+    """Each listening process's working directory lies inside the resolved current release."""
+    procs, current = obs
+    if not procs:
+        raise Undetermined(
+            f"nothing listens on port {target.port}; see topology.listen.port_bound[{target.name}]"
+        )
+    if not current.resolved:
+        raise Undetermined("the runtime symlink does not resolve; see release.current.target_exists")
+    release = current.resolved.rstrip("/") + "/"
+    stale = sorted({p.cwd for p in procs if not (p.cwd + "/").startswith(release)})
+    expect(not stale, f"{target.name} runs from {', '.join(stale)}, not from the current release {current.resolved}",
+           reason="process_runs_stale_release", observed=stale,
+           expected=posixpath.join(current.resolved, "..."))  # fmt: skip
