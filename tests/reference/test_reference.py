@@ -109,7 +109,7 @@ class TestLifecycle:
         try:
             assert code == 0
             last = stdout.strip().splitlines()[-1]
-            assert last.startswith("--profile oroboros --set ports.")
+            assert last.startswith("--profile oroboros --set process_manager=none --set ports.")
             procs = [Proc.from_json(p) for p in json.loads((state / "state.json").read_text())["processes"]]
             assert len(procs) == 12
             assert all(alive(p) for p in procs)

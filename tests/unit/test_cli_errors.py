@@ -145,20 +145,25 @@ class TestListCommand:
 
 
 class TestFaultCatalogue:
-    """The oroboros reference's faults cover the whole check registry with real instance ids."""
+    """The references' faults cover the whole check registry with real instance ids."""
 
     def test_every_check_is_tripped(self) -> None:
-        """Every registered check id is tripped by at least one fault."""
-        tripped = {t.split("[", 1)[0] for f in REFERENCES["oroboros"].faults for t in f.trips}
+        """Every registered check id is tripped by at least one fault of some reference."""
+        tripped = {t.split("[", 1)[0] for ref in REFERENCES.values() for f in ref.faults for t in f.trips}
         assert set(load_suite()) - tripped == set()
 
-    def test_every_tripped_instance_exists(self) -> None:
-        """Every instance id a fault lists is in the catalogue of the oroboros profile."""
-        known = {i.id for i in catalog(load_profile("oroboros", environ={}))}
-        listed = {t for f in REFERENCES["oroboros"].faults for t in f.trips}
+    @pytest.mark.parametrize(
+        ("name", "sets"), [("oroboros", {"process_manager": "none"}), ("oroboros-host", {})]
+    )
+    def test_every_tripped_instance_exists(self, name: str, sets: dict[str, str]) -> None:
+        """Every instance id a reference's fault lists is in the catalogue its profile implies."""
+        ref = REFERENCES[name]
+        known = {i.id for i in catalog(load_profile(ref.profile, sets, environ={}))}
+        listed = {t for f in ref.faults for t in f.trips}
         assert listed - known == set()
 
     def test_fault_ids_unique(self) -> None:
-        """No two faults share an id."""
-        ids = [f.id for f in REFERENCES["oroboros"].faults]
-        assert len(ids) == len(set(ids))
+        """No two faults of one reference share an id."""
+        for ref in REFERENCES.values():
+            ids = [f.id for f in ref.faults]
+            assert len(ids) == len(set(ids))
