@@ -216,7 +216,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def _render(template: str, target: Any) -> str:
     fields = {
         name: getattr(target, name, "")
-        for name in ("name", "unit", "port", "bind", "path", "host", "upstream")
+        for name in ("name", "unit", "service", "port", "bind", "path", "host", "upstream")
     }
     fields = {k: ("" if v is None else v) for k, v in fields.items()}
     try:

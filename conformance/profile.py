@@ -117,6 +117,27 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TimerOutput:
+    """A file a scheduled job writes."""
+
+    glob: str
+    max_age_s: int
+    schema: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """A scheduled job: the timer, the service it starts, its schedule and its output."""
+
+    name: str
+    unit: str
+    service: str
+    on_calendar: str
+    randomized_delay_s: int | None
+    output: TimerOutput | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """A deployment profile with every variable resolved."""
 
@@ -132,6 +153,7 @@ class Profile:
     routes: Routes | None
     release: Release | None
     process_manager: str = "systemd"
+    timers: tuple[Timer, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -396,12 +418,40 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             releases=r.text(raw["releases"], ("release", "releases")),
         )
 
+    timers: list[Timer] = []
+    for i, raw in enumerate(data.get("timers") or []):
+        p = ("timers", i)
+        out_raw = raw.get("output")
+        output = None
+        if out_raw is not None:
+            output = TimerOutput(
+                glob=r.text(out_raw["glob"], (*p, "output", "glob")),
+                max_age_s=r.integer(
+                    out_raw["maxAgeSeconds"], (*p, "output", "maxAgeSeconds"), low=1, high=10**8
+                ),
+                schema=out_raw.get("schema"),
+            )
+        delay = raw.get("randomizedDelaySeconds")
+        timers.append(
+            Timer(
+                name=raw["name"],
+                unit=r.text(raw["unit"], (*p, "unit")),
+                service=r.text(raw["service"], (*p, "service")),
+                on_calendar=r.text(raw["onCalendar"], (*p, "onCalendar")),
+                randomized_delay_s=None
+                if delay is None
+                else r.integer(delay, (*p, "randomizedDelaySeconds"), low=0, high=10**8),
+                output=output,
+            )
+        )
+    _unique([t.name for t in timers], "timers", "name", r)
     process_manager = r.text(data.get("processManager", "systemd"), ("processManager",))
     if process_manager not in ("systemd", "none"):
         raise r.fail(
             ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
         )
     return Profile(
+        timers=tuple(timers),
         process_manager=process_manager,
         name=data["name"],
         title=data.get("title", data["name"]),

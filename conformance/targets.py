@@ -89,10 +89,16 @@ class LocalTarget:
         """Nothing to release."""
 
 
-def _free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_local_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held open while choosing, so none repeats)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def ssh_base_args(spec: SshSpec, *, connect_timeout: float) -> list[str]:
@@ -129,14 +135,20 @@ class SshTarget:
             kwargs["ssh_identity_file"] = os.environ["GATES_SSH_IDENTITY"]
         self._control_path = str(kwargs["controlpath"])
         self.host = testinfra.get_host(spec.url, **kwargs)
-        self._forwards = {ep: _free_local_port() for ep in sorted(set(endpoints))}
+        wanted = sorted(set(endpoints))
         self._error: str | None = None
         self._tunnel: subprocess.Popen[bytes] | None = None
-        self._open(connect_timeout)
+        for _attempt in range(3):  # another process may take a chosen port before ssh binds it
+            self._forwards = dict(zip(wanted, _free_local_ports(len(wanted)), strict=True))
+            error = self._open(connect_timeout)
+            self._error = error
+            if error is None or "Address already in use" not in error:
+                break
 
-    def _open(self, connect_timeout: float) -> None:
+    def _open(self, connect_timeout: float) -> str | None:
+        """Start the tunnel; return why it failed, or None."""
         if not self._forwards:
-            return
+            return None
         argv = [
             "ssh",
             "-N",
@@ -157,16 +169,15 @@ class SshTarget:
                 err = (
                     self._tunnel.stderr.read().decode(errors="replace").strip() if self._tunnel.stderr else ""
                 )
-                self._error = (
+                return (
                     f"ssh tunnel to {self.spec.url} failed: {err or 'exit ' + str(self._tunnel.returncode)}"
                 )
-                return
             with socket.socket() as sock:
                 sock.settimeout(0.2)
                 if sock.connect_ex(("127.0.0.1", first)) == 0:
-                    return
+                    return None
             time.sleep(0.02)
-        self._error = f"ssh tunnel to {self.spec.url} not ready within {connect_timeout + 10.0:g}s"
+        return f"ssh tunnel to {self.spec.url} not ready within {connect_timeout + 10.0:g}s"
 
     def dial(self, address: str, port: int) -> tuple[str, int]:
         """The local end of the forward for ``address:port`` on the host."""

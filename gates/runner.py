@@ -24,7 +24,7 @@ import conformance
 
 SUITE_DIR = Path(conformance.__file__).resolve().parent / "suite"
 SUITE_INI = SUITE_DIR / "suite.ini"
-MEMORY_LIMIT_BYTES = 4 << 30
+MEMORY_LIMIT_BYTES = 16 << 30  # address space: thread stacks and arenas reserve far more than they use
 SETS_ENV = "GATES_SETS_JSON"
 
 
@@ -91,7 +91,12 @@ class SuiteProcess:
             "--junitxml", str(self.work / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
             "--html", str(self.work / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
         ]  # fmt: skip
-        env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", SETS_ENV: json.dumps(list(sets))}
+        env = {
+            **os.environ,
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "MALLOC_ARENA_MAX": "2",
+            SETS_ENV: json.dumps(list(sets)),
+        }
         self.started = time.monotonic()
         with self.log.open("wb") as log_file:
             self.child = subprocess.Popen(

@@ -94,3 +94,41 @@ class ReadFile:
                 error=f"larger than {self.max_bytes} bytes",
             )
         return FileContent(path=self.path, exists=True, readable=True, text=result.stdout, error=None)
+
+
+_NEWEST = r"""f=$(ls -1t -- $1 2>/dev/null | head -n 1)
+[ -n "$f" ] || { echo none; exit 0; }
+printf '%s\n%s\n%s\n' "$f" "$(stat -c %Y -- "$f")" "$(date +%s)"
+head -c "$2" -- "$f"
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewestFile:
+    """The newest file matching a glob on the host: its path, age and content."""
+
+    path: str | None
+    age_s: int | None
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadNewest:
+    """Find the newest match of ``glob`` and read it (age measured by the host's own clock)."""
+
+    glob: str
+    max_bytes: int = 1_048_576
+
+    def observe(self, ctx: Context) -> NewestFile:
+        """One shell command: list by mtime, stat, date, read."""
+        result = ctx.host.run("bash -c %s gates-newest %s %s", _NEWEST, self.glob, str(self.max_bytes))
+        if result.rc != 0:
+            raise ProbeError(
+                f"cannot look for {self.glob} on the target: {result.stderr.strip() or result.rc}"
+            )
+        lines = result.stdout.split("\n", 3)
+        if lines[0] == "none":
+            return NewestFile(path=None, age_s=None, text=None)
+        if len(lines) < 4 or not lines[1].isdigit() or not lines[2].isdigit():
+            raise ProbeError(f"unexpected answer while reading {self.glob}: {result.stdout[:120]!r}")
+        return NewestFile(path=lines[0], age_s=int(lines[2]) - int(lines[1]), text=lines[3])

@@ -12,6 +12,7 @@ UNIT_PROPERTIES = (
     "EnvironmentFiles", "WorkingDirectory", "FragmentPath", "DropInPaths", "NoNewPrivileges", "PrivateTmp",
     "ProtectSystem", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups",
     "RestrictSUIDSGID", "LockPersonality", "RestrictAddressFamilies", "UMask", "ReadWritePaths",
+    "TimersCalendar", "RandomizedDelayUSec", "Result", "ExecMainStatus", "ExecMainExitTimestamp",
 )  # fmt: skip
 
 
@@ -94,3 +95,67 @@ class ListenerProcesses:
             if len(fields) == 4 and fields[0].isdigit():
                 out.append(ProcessInfo(pid=int(fields[0]), user=fields[1], cgroup=fields[2], cwd=fields[3]))
         return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """What ``systemd-analyze verify`` said about a unit."""
+
+    unit: str
+    exit_code: int
+    messages: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyUnit:
+    """Run ``systemd-analyze verify`` (without man-page lookups) on an installed unit."""
+
+    unit: str
+
+    def observe(self, ctx: Context) -> VerifyResult:
+        """Collect its messages; a host without systemd-analyze cannot be observed."""
+        result = ctx.host.run("systemd-analyze verify --man=no %s", self.unit)
+        text = (result.stderr + result.stdout).strip()
+        if result.rc != 0 and "not found" in text and "systemd-analyze" in text:
+            raise ProbeError(f"systemd-analyze is not available on the target: {text}")
+        return VerifyResult(
+            unit=self.unit, exit_code=result.rc, messages=tuple(x for x in text.splitlines() if x)
+        )
+
+
+RUNTIME_PROCESSES = ("dockerd", "containerd", "containerd-shim", "podman", "conmon", "crio", "kubelet", "runc",
+                     "lxc-start", "docker-proxy")  # fmt: skip
+RUNTIME_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/run/podman/podman.sock", "/run/crio/crio.sock")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerRuntimes:
+    """Container runtime processes and API sockets present on the host."""
+
+    processes: tuple[str, ...]
+    sockets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindContainerRuntimes:
+    """Look for running container runtimes (by process name) and their API sockets."""
+
+    def observe(self, ctx: Context) -> ContainerRuntimes:
+        """``ps -eo comm`` and ``test -S`` on the well-known sockets."""
+        # Only processes in the host's own PID namespace count: a container *on* the host shows its
+        # processes in `ps` too, but they serve that container, not this host.
+        ps = ctx.host.run("sh -c %s", 'echo "$(readlink /proc/1/ns/pid)"; ps -eo pidns=,comm=')
+        if ps.rc != 0:
+            raise ProbeError(f"cannot list processes on the target: {ps.stderr.strip() or ps.rc}")
+        lines = ps.stdout.splitlines()
+        own = lines[0].strip().removeprefix("pid:[").removesuffix("]") if lines else ""
+        names = set()
+        for line in lines[1:]:
+            ns, _, comm = line.strip().partition(" ")
+            if ns == own and comm.strip():
+                names.add(comm.strip())
+        found = sorted(n for n in names if any(n == r or n.startswith(r + "-") for r in RUNTIME_PROCESSES))
+        script = "for s in " + " ".join(RUNTIME_SOCKETS) + '; do [ -S "$s" ] && echo "$s"; done; true'
+        socks = ctx.host.run("sh -c %s", script)
+        return ContainerRuntimes(processes=tuple(found), sockets=tuple(sorted(set(socks.stdout.split()))))

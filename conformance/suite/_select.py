@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.profile import EnvFile, Profile, Release, Route, Service
+from conformance.profile import EnvFile, Profile, Release, Route, Service, Timer
 
 
 def http_health(profile: Profile) -> list[Service]:
@@ -116,3 +116,25 @@ def units_with_env_file(profile: Profile) -> list[Service]:
 def release_runners(profile: Profile) -> list[Service]:
     """Services that must run the code of the current release."""
     return [s for s in profile.services if s.runs_from_release] if profile.release is not None else []
+
+
+def timers(profile: Profile) -> list[Timer]:
+    """Scheduled jobs (systemd timers; none where no service manager runs the deployment)."""
+    return list(profile.timers) if profile.process_manager == "systemd" else []
+
+
+def timer_outputs(profile: Profile) -> list[Timer]:
+    """Scheduled jobs that declare an output file."""
+    return [t for t in timers(profile) if t.output is not None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostTarget:
+    """The host the deployment runs on, as a whole."""
+
+    name: str = "host"
+
+
+def host(profile: Profile) -> list[HostTarget]:
+    """The deployment's host (every profile has one)."""
+    return [HostTarget()]

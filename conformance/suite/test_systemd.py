@@ -7,9 +7,19 @@ import posixpath
 from conformance.checks import check, expect
 from conformance.errors import Undetermined
 from conformance.probes.files import PathInfo, PathState
-from conformance.probes.systemd import ListenerProcesses, ProcessInfo, ShowUnit, UnitInfo
+from conformance.probes.systemd import (
+    ContainerRuntimes,
+    FindContainerRuntimes,
+    ListenerProcesses,
+    ProcessInfo,
+    ShowUnit,
+    UnitInfo,
+    VerifyResult,
+    VerifyUnit,
+)
 from conformance.profile import Profile, Service
 from conformance.suite import _select
+from conformance.suite._select import HostTarget
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -183,3 +193,45 @@ def test_runs_current_release(target: Service, obs: tuple[tuple[ProcessInfo, ...
     expect(not stale, f"{target.name} runs from {', '.join(stale)}, not from the current release {current.resolved}",
            reason="process_runs_stale_release", observed=stale,
            expected=posixpath.join(current.resolved, "..."))  # fmt: skip
+
+
+def verify_unit(_: Profile, svc: Service) -> VerifyUnit:
+    """``systemd-analyze verify`` of the service's unit."""
+    assert svc.unit is not None
+    return VerifyUnit(unit=svc.unit)
+
+
+@check(
+    "systemd.unit.verify_clean",
+    title="systemd-analyze verify finds nothing wrong with the unit",
+    targets=_select.units,
+    observe=verify_unit,
+    remediation="Fix what `systemd-analyze verify {unit}` reports (unknown or misspelt settings are silently "
+    "ignored by systemd).",
+    severity="high",
+)
+def test_unit_verify_clean(target: Service, obs: VerifyResult) -> None:
+    """Verification exits 0 and prints nothing."""
+    expect(obs.exit_code == 0 and not obs.messages,
+           f"systemd-analyze verify {target.unit} (exit {obs.exit_code}): {' | '.join(obs.messages[:3])}",
+           reason="unit_verify_failed", observed=list(obs.messages[:10]), expected=[])  # fmt: skip
+
+
+def container_runtimes(_: Profile, __: HostTarget) -> FindContainerRuntimes:
+    """Container runtimes on the host."""
+    return FindContainerRuntimes()
+
+
+@check(
+    "host.runtime.no_containers",
+    title="No container runtime runs on the host (services run as host processes)",
+    targets=_select.host,
+    observe=container_runtimes,
+    remediation="Run the services as host processes under systemd and remove the container runtime: the "
+    "topology forbids Docker, Compose and Kubernetes.",
+)
+def test_no_container_runtime(target: HostTarget, obs: ContainerRuntimes) -> None:
+    """No container runtime process is running and no runtime API socket exists."""
+    found = {"processes": list(obs.processes), "sockets": list(obs.sockets)}
+    expect(not obs.processes and not obs.sockets, f"container runtime present on the host: {found}",
+           reason="container_runtime_present", observed=found, expected={"processes": [], "sockets": []})  # fmt: skip

@@ -63,7 +63,10 @@ class TestHealthyReference:
 
     def test_single_gate_selection(self, healthy: list[str], tmp_path: Path) -> None:
         """`--gate runtime-health` writes only that report."""
-        code, _, _ = run_cli("run", *healthy, "--gate", "runtime-health", "--out", str(tmp_path), "--quiet")
+        i = healthy.index("--gate")
+        args = [*healthy[:i], *healthy[i + 4 :]]  # without the two --gate pairs `reference up` prints
+        assert "--gate" not in args
+        code, _, _ = run_cli("run", *args, "--gate", "runtime-health", "--out", str(tmp_path), "--quiet")
         assert code == 0
         assert sorted(p.name for p in (tmp_path / "gates").iterdir()) == ["runtime-health.json"]
 
@@ -109,7 +112,9 @@ class TestLifecycle:
         try:
             assert code == 0
             last = stdout.strip().splitlines()[-1]
-            assert last.startswith("--profile oroboros --set process_manager=none --set ports.")
+            assert last.startswith(
+                "--profile oroboros --gate runtime-health --gate runtime-topology --set process_manager=none"
+            )
             procs = [Proc.from_json(p) for p in json.loads((state / "state.json").read_text())["processes"]]
             assert len(procs) == 12
             assert all(alive(p) for p in procs)
