@@ -118,9 +118,17 @@ class VerifyUnit:
         text = (result.stderr + result.stdout).strip()
         if result.rc != 0 and "not found" in text and "systemd-analyze" in text:
             raise ProbeError(f"systemd-analyze is not available on the target: {text}")
-        return VerifyResult(
-            unit=self.unit, exit_code=result.rc, messages=tuple(x for x in text.splitlines() if x)
-        )
+        # verify loads the unit's dependencies too; keep only what it says about this unit's own files
+        names = {self.unit}
+        if "@" in self.unit:
+            prefix, _, rest = self.unit.partition("@")
+            names.add(f"{prefix}@.{rest.rsplit('.', 1)[-1]}")
+        own = [
+            line
+            for line in text.splitlines()
+            if line.startswith(f"{self.unit}:") or any(f"/{n}:" in line or f"/{n}.d/" in line for n in names)
+        ]
+        return VerifyResult(unit=self.unit, exit_code=result.rc, messages=tuple(own))
 
 
 RUNTIME_PROCESSES = ("dockerd", "containerd", "containerd-shim", "podman", "conmon", "crio", "kubelet", "runc",
