@@ -138,6 +138,20 @@ class Timer:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Guardrail:
+    """The confinement a service that runs untrusted work must keep."""
+
+    name: str
+    service: str
+    writable_paths: tuple[str, ...]
+    commands_key: str
+    forbidden_commands: tuple[str, ...]
+    blocklist_key: str
+    allowlist_key: str
+    must_block: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """A deployment profile with every variable resolved."""
 
@@ -154,6 +168,7 @@ class Profile:
     release: Release | None
     process_manager: str = "systemd"
     timers: tuple[Timer, ...] = ()
+    guardrails: tuple[Guardrail, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -445,12 +460,36 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             )
         )
     _unique([t.name for t in timers], "timers", "name", r)
+    guardrails: list[Guardrail] = []
+    for i, raw in enumerate(data.get("guardrails") or []):
+        p = ("guardrails", i)
+        if raw["service"] not in names:
+            raise r.fail((*p, "service"), f"service {raw['service']!r} is not a declared service")
+        if not any(s.name == raw["service"] and s.env_file and s.unit for s in services):
+            raise r.fail(
+                (*p, "service"), f"service {raw['service']!r} needs a unit and an envFile to be guarded"
+            )
+        guardrails.append(
+            Guardrail(
+                name=raw["name"],
+                service=raw["service"],
+                writable_paths=tuple(
+                    r.text(x, (*p, "writablePaths", j)) for j, x in enumerate(raw["writablePaths"])
+                ),
+                commands_key=raw["commandsKey"],
+                forbidden_commands=tuple(raw["forbiddenCommands"]),
+                blocklist_key=raw["envBlocklistKey"],
+                allowlist_key=raw["envAllowlistKey"],
+                must_block=tuple(raw["mustBlock"]),
+            )
+        )
     process_manager = r.text(data.get("processManager", "systemd"), ("processManager",))
     if process_manager not in ("systemd", "none"):
         raise r.fail(
             ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
         )
     return Profile(
+        guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
         name=data["name"],

@@ -167,3 +167,30 @@ class FindContainerRuntimes:
         script = "for s in " + " ".join(RUNTIME_SOCKETS) + '; do [ -S "$s" ] && echo "$s"; done; true'
         socks = ctx.host.run("sh -c %s", script)
         return ContainerRuntimes(processes=tuple(found), sockets=tuple(sorted(set(socks.stdout.split()))))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswdEntry:
+    """A user's account entry."""
+
+    user: str
+    exists: bool
+    uid: int | None
+    shell: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadPasswd:
+    """``getent passwd`` of one user on the host."""
+
+    user: str
+
+    def observe(self, ctx: Context) -> PasswdEntry:
+        """Look the user up; an unknown user is an observation (exit 2), other failures are not."""
+        result = ctx.host.run("getent passwd %s", self.user)
+        if result.rc == 2:
+            return PasswdEntry(user=self.user, exists=False, uid=None, shell="")
+        fields = result.stdout.strip().split(":")
+        if result.rc != 0 or len(fields) < 7:
+            raise ProbeError(f"getent passwd {self.user} failed: {result.stderr.strip() or result.rc}")
+        return PasswdEntry(user=self.user, exists=True, uid=int(fields[2]), shell=fields[6])

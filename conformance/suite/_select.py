@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.profile import EnvFile, Profile, Release, Route, Service, Timer
+from conformance.profile import EnvFile, Guardrail, Profile, Release, Route, Service, Timer
 
 
 def http_health(profile: Profile) -> list[Service]:
@@ -138,3 +138,8 @@ class HostTarget:
 def host(profile: Profile) -> list[HostTarget]:
     """The deployment's host (every profile has one)."""
     return [HostTarget()]
+
+
+def guardrails(profile: Profile) -> list[Guardrail]:
+    """Confined services (their units and env files; none where no service manager runs them)."""
+    return list(profile.guardrails) if profile.process_manager == "systemd" else []
