@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -83,6 +84,9 @@ def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("gates_profile")
     if not name:
         return
+    # Probe threads spawn commands concurrently; vfork() from a threaded process under an
+    # address-space limit has been seen to fail exec with EFAULT, so use fork/exec.
+    subprocess._USE_VFORK = False  # type: ignore[misc]  # the documented kill switch (CPython 3.11+)
     try:
         extra = json.loads(
             os.environ.get(SETS_ENV, "[]")
