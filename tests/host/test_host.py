@@ -76,3 +76,13 @@ def test_host_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # 
     tripped = not_ok(tmp_path)
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout
+
+
+def test_demo_certifies_the_host_end_to_end(tmp_path: Path) -> None:
+    """`gates demo oroboros-host` boots the host, passes all four gates over SSH, and stops it again."""
+    code, stdout, _ = run_cli("demo", "oroboros-host", "--out", str(tmp_path))
+    assert code == 0, stdout
+    reports = sorted(p.name for p in (tmp_path / "gates").glob("*.json"))
+    assert reports == ["maintenance-timers.json", "runtime-health.json", "runtime-topology.json",
+                       "worker-guardrails.json"]  # fmt: skip
+    assert _leftovers(REF.state_dir().with_name("oroboros-host-demo")) == []
