@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Protocol
 
 from gates.cli import run
 
@@ -24,3 +25,29 @@ def not_passing(out: Path) -> dict[str, str]:
             if not check["ok"]:
                 found[check["id"]] = check["status"]
     return found
+
+
+class Startable(Protocol):
+    """A reference deployment (see ``fixtures.registry``): started with an optional fault, then stopped."""
+
+    def up(self, state: Path, fault_id: str | None = None) -> list[str]:
+        """Start; return the ``gates run`` arguments that certify it."""
+
+    def down(self, state: Path) -> int:
+        """Stop; return how many processes were stopped."""
+
+
+def run_with_fault(
+    reference: Startable, state: Path, fault_id: str, out: Path
+) -> tuple[int, dict[str, str], str]:
+    """Start ``reference`` with one fault, certify it into ``out``, stop it.
+
+    Returns the exit code, the checks that did not pass (id → status) and the summary printed.
+    """
+    reference.down(state)
+    args = reference.up(state, fault_id)
+    try:
+        code, stdout, _ = run_cli("run", *args, "--out", str(out), "--quiet")
+    finally:
+        reference.down(state)
+    return code, not_passing(out), stdout

@@ -13,8 +13,7 @@ import pytest
 
 from fixtures.oroboros.deployment import default_state_dir
 from fixtures.registry import REFERENCES
-from gates.testing import not_passing as not_ok
-from gates.testing import run_cli
+from gates.testing import run_cli, run_with_fault
 
 REF = REFERENCES["oroboros-host"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -67,13 +66,7 @@ class TestHealthyHost:
 def test_host_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The host fault makes exactly its declared check instances fail or error, over SSH."""
     state = default_state_dir(f"selftest-{WORKER}-hostfault")
-    REF.down(state)
-    args = REF.up(state, fault.id)
-    try:
-        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
-    finally:
-        REF.down(state)
-    tripped = not_ok(tmp_path)
+    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path)
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout
 

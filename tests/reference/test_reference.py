@@ -14,7 +14,7 @@ from fixtures.procs import Proc, alive
 from fixtures.registry import REFERENCES
 from gates import report as reports
 from gates.testing import not_passing as not_ok
-from gates.testing import run_cli
+from gates.testing import run_cli, run_with_fault
 
 REF = REFERENCES["oroboros"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -90,16 +90,9 @@ class TestHealthyReference:
 def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The fault makes exactly its declared check instances fail or error and leaves every other one passing."""
     state = default_state_dir(f"selftest-{WORKER}-fault")
-    REF.down(state)
-    args = REF.up(state, fault.id)
-    try:
-        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
-    finally:
-        REF.down(state)
-    tripped = not_ok(tmp_path)
+    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path)
     assert sorted(tripped) == sorted(fault.trips), stdout
-    expected_code = 1 if "fail" in tripped.values() else 3
-    assert code == expected_code, stdout
+    assert code == (1 if "fail" in tripped.values() else 3), stdout
 
 
 class TestLifecycle:
