@@ -172,19 +172,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start every probe the collected checks need, so they all run concurrently."""
-    profile = session.config.stash.get(PROFILE_KEY, None)
-    prober = session.config.stash.get(PROBER_KEY, None)
-    if profile is None or prober is None:
-        return
-    for item in session.items:
-        found = _spec_and_target(item)
-        if found is not None:
-            spec, target = found
-            resolve(spec.observe(profile, target), prober.submit, wait=False)
-
-
 @pytest.fixture
 def profile(request: pytest.FixtureRequest) -> Profile:
     """The resolved deployment profile under test."""

@@ -60,6 +60,13 @@ class FileContent:
     error: str | None
 
 
+_READ = (
+    'if [ ! -e "$1" ]; then echo missing; '
+    'elif [ ! -r "$1" ] || ! head -c 0 -- "$1" 2>/dev/null; then echo unreadable; head -c 0 -- "$1" 2>&1; '
+    'else echo ok; head -c "$2" -- "$1"; fi'
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadFile:
     """Read a text file on the host."""
@@ -68,32 +75,20 @@ class ReadFile:
     max_bytes: int = 1_048_576
 
     def observe(self, ctx: Context) -> FileContent:
-        """Distinguish a missing or unreadable file (observations) from a host we cannot reach."""
-        probe = ctx.host.run(
-            "sh -c %s gates-read %s", 'if [ -e "$1" ]; then echo yes; else echo no; fi', self.path
-        )
-        if probe.rc != 0:
-            raise ProbeError(f"cannot run commands on the target: {probe.stderr.strip() or probe.rc}")
-        if probe.stdout.strip() != "yes":
+        """One command: a missing or unreadable file is an observation; a host we cannot reach is not."""
+        result = ctx.host.run("sh -c %s gates-read %s %s", _READ, self.path, str(self.max_bytes + 1))
+        status, _, text = result.stdout.partition("\n")
+        if result.rc != 0 or status not in ("missing", "unreadable", "ok"):
+            raise ProbeError(f"cannot run commands on the target: {result.stderr.strip() or result.rc}")
+        if status == "missing":
             return FileContent(path=self.path, exists=False, readable=False, text=None, error="no such file")
-        result = ctx.host.run("head -c %s -- %s", str(self.max_bytes + 1), self.path)
-        if result.rc != 0:
-            return FileContent(
-                path=self.path,
-                exists=True,
-                readable=False,
-                text=None,
-                error=result.stderr.strip() or f"exit {result.rc}",
-            )
-        if len(result.stdout.encode()) > self.max_bytes:
-            return FileContent(
-                path=self.path,
-                exists=True,
-                readable=False,
-                text=None,
-                error=f"larger than {self.max_bytes} bytes",
-            )
-        return FileContent(path=self.path, exists=True, readable=True, text=result.stdout, error=None)
+        if status == "unreadable":
+            return FileContent(path=self.path, exists=True, readable=False, text=None,
+                               error=text.strip() or "permission denied")  # fmt: skip
+        if len(text.encode()) > self.max_bytes:
+            return FileContent(path=self.path, exists=True, readable=False, text=None,
+                               error=f"larger than {self.max_bytes} bytes")  # fmt: skip
+        return FileContent(path=self.path, exists=True, readable=True, text=text, error=None)
 
 
 _NEWEST = r"""f=$(ls -1t -- $1 2>/dev/null | head -n 1)

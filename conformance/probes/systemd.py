@@ -151,9 +151,9 @@ class FindContainerRuntimes:
 
     def observe(self, ctx: Context) -> ContainerRuntimes:
         """``ps -eo comm`` and ``test -S`` on the well-known sockets."""
-        # Only processes in the host's own PID namespace count: a container *on* the host shows its
+        # Only processes in the PID namespace the command runs in (the host's own) count: a container *on* the host shows its
         # processes in `ps` too, but they serve that container, not this host.
-        ps = ctx.host.run("sh -c %s", 'echo "$(readlink /proc/1/ns/pid)"; ps -eo pidns=,comm=')
+        ps = ctx.host.run("sh -c %s", 'echo "$(readlink /proc/$$/ns/pid)"; ps -eo pidns=,comm=')
         if ps.rc != 0:
             raise ProbeError(f"cannot list processes on the target: {ps.stderr.strip() or ps.rc}")
         lines = ps.stdout.splitlines()

@@ -12,6 +12,7 @@ from conformance.probes.files import NewestFile, ReadNewest
 from conformance.probes.systemd import ShowUnit, UnitInfo
 from conformance.profile import Profile, Timer
 from conformance.suite import _select
+from conformance.suite._units import expect_loaded, expect_state
 
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d|w)")
 _SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,11 +32,6 @@ def show_timer(_: Profile, timer: Timer) -> ShowUnit:
     return ShowUnit(unit=timer.unit)
 
 
-def _loaded(timer: Timer, unit: UnitInfo) -> None:
-    expect(unit.exists, f"timer {timer.unit} is not installed (LoadState={unit.get('LoadState')!r})",
-           reason="timer_missing", observed=unit.get("LoadState"), expected="loaded")  # fmt: skip
-
-
 @check(
     "schedule.timer.enabled",
     title="The timer exists and is enabled",
@@ -45,10 +41,7 @@ def _loaded(timer: Timer, unit: UnitInfo) -> None:
 )
 def test_timer_enabled(target: Timer, obs: UnitInfo) -> None:
     """The timer unit is loaded and enabled."""
-    _loaded(target, obs)
-    state = obs.get("UnitFileState")
-    expect(state == "enabled", f"timer {target.unit} is {state or 'not enabled'}; expected enabled",
-           reason="timer_not_enabled", observed=state, expected="enabled")  # fmt: skip
+    expect_state(obs, "UnitFileState", "enabled", kind="timer", reason="timer_not_enabled")
 
 
 @check(
@@ -60,10 +53,7 @@ def test_timer_enabled(target: Timer, obs: UnitInfo) -> None:
 )
 def test_timer_active(target: Timer, obs: UnitInfo) -> None:
     """The timer's ActiveState is active."""
-    _loaded(target, obs)
-    state = obs.get("ActiveState")
-    expect(state == "active", f"timer {target.unit} is {state}; expected active", reason="timer_not_active",
-           observed=state, expected="active")  # fmt: skip
+    expect_state(obs, "ActiveState", "active", kind="timer", reason="timer_not_active")
 
 
 @check(
@@ -75,7 +65,7 @@ def test_timer_active(target: Timer, obs: UnitInfo) -> None:
 )
 def test_timer_calendar(target: Timer, obs: UnitInfo) -> None:
     """The timer's only calendar trigger is the declared one, and its randomized delay matches."""
-    _loaded(target, obs)
+    expect_loaded(obs, kind="timer")
     calendars = re.findall(r"OnCalendar=([^;]+?)\s*;", obs.get("TimersCalendar"))
     delay = span_seconds(obs.get("RandomizedDelayUSec"))
     got = {"onCalendar": calendars, "randomizedDelaySeconds": delay}

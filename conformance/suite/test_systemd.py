@@ -20,6 +20,7 @@ from conformance.probes.systemd import (
 from conformance.profile import Profile, Service
 from conformance.suite import _select
 from conformance.suite._select import HostTarget
+from conformance.suite._units import expect_loaded, expect_state
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -31,11 +32,6 @@ def show_unit(_: Profile, svc: Service) -> ShowUnit:
     return ShowUnit(unit=svc.unit)
 
 
-def _loaded(svc: Service, unit: UnitInfo) -> None:
-    expect(unit.exists, f"unit {svc.unit} is not installed (LoadState={unit.get('LoadState')!r})",
-           reason="unit_missing", observed=unit.get("LoadState"), expected="loaded")  # fmt: skip
-
-
 @check(
     "systemd.unit.active",
     title="The service's unit exists and is active",
@@ -45,10 +41,7 @@ def _loaded(svc: Service, unit: UnitInfo) -> None:
 )
 def test_unit_active(target: Service, obs: UnitInfo) -> None:
     """The unit is loaded and its ActiveState is active."""
-    _loaded(target, obs)
-    state = f"{obs.get('ActiveState')}/{obs.get('SubState')}"
-    expect(obs.get("ActiveState") == "active", f"unit {target.unit} is {state}; expected active",
-           reason="unit_not_active", observed=state, expected="active")  # fmt: skip
+    expect_state(obs, "ActiveState", "active", kind="unit", reason="unit_not_active")
 
 
 @check(
@@ -60,10 +53,7 @@ def test_unit_active(target: Service, obs: UnitInfo) -> None:
 )
 def test_unit_enabled(target: Service, obs: UnitInfo) -> None:
     """The unit's file state is enabled."""
-    _loaded(target, obs)
-    state = obs.get("UnitFileState")
-    expect(state == "enabled", f"unit {target.unit} is {state or 'not enabled'}; expected enabled",
-           reason="unit_not_enabled", observed=state, expected="enabled")  # fmt: skip
+    expect_state(obs, "UnitFileState", "enabled", kind="unit", reason="unit_not_enabled")
 
 
 @check(
@@ -75,7 +65,7 @@ def test_unit_enabled(target: Service, obs: UnitInfo) -> None:
 )
 def test_unit_identity(target: Service, obs: UnitInfo) -> None:
     """The unit's User= and Group= equal the declared ones."""
-    _loaded(target, obs)
+    expect_loaded(obs, kind="unit")
     got = {"user": obs.get("User") or "root", "group": obs.get("Group") or "(primary group)"}
     want = {"user": target.user, "group": target.group or got["group"]}
     expect(got == want, f"unit {target.unit} runs as {got['user']}:{got['group']}; expected {want['user']}:{want['group']}",
@@ -105,7 +95,7 @@ def _normal(name: str, value: str) -> str:
 )
 def test_unit_hardening(target: Service, obs: UnitInfo) -> None:
     """Every declared sandboxing setting has the declared effective value."""
-    _loaded(target, obs)
+    expect_loaded(obs, kind="unit")
     wrong = {k: obs.get(k) for k, v in target.hardening if _normal(k, obs.get(k)) != _normal(k, v)}
     expect(not wrong, f"unit {target.unit} differs in {', '.join(f'{k}={v!r}' for k, v in wrong.items())}",
            reason="unit_hardening_missing", observed=wrong,
@@ -126,7 +116,7 @@ def unit_and_env(profile: Profile, svc: Service) -> ShowUnit:
 )
 def test_unit_environment_file(target: Service, obs: UnitInfo, profile: Profile) -> None:
     """The declared env file is among the unit's EnvironmentFile= entries."""
-    _loaded(target, obs)
+    expect_loaded(obs, kind="unit")
     want = next(e.path for e in profile.env_files if e.name == target.env_file)
     got = obs.environment_files()
     expect(want in got, f"unit {target.unit} reads {got or 'no env file'}; expected {want}",
