@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Self-tests run in parallel (xdist workers, and several checkouts on one machine). A fault that is visible
+# machine-wide -- a daemon every `ps` sees -- would be observed by every concurrent certification, so such a fault
+# takes this lock exclusively and every other test takes it shared.
+_MACHINE_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "gates-selftest-machine.lock"
+
+
+@pytest.fixture(autouse=True)
+def _machine_wide_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Serialize tests that inject machine-visible faults against every other test."""
+    callspec = getattr(request.node, "callspec", None)
+    fault = callspec.params.get("fault") if callspec is not None else None
+    exclusive = bool(getattr(fault, "host_wide", False))
+    with _MACHINE_LOCK.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def pytest_terminal_summary(
