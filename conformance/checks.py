@@ -46,6 +46,7 @@ class CheckSpec:
     observe: Callable[[Profile, Any], Any]
     origin: str
     requires: tuple[str, ...] = field(default=())
+    drill: bool = False  # it changes the target (and restores it): runs only when explicitly allowed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +56,7 @@ class CheckInstance:
     id: str
     check: str
     target: str
+    drill: bool = False
 
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -73,8 +75,13 @@ def check(
     observe: Callable[[Profile, Any], Any],
     remediation: str,
     severity: Severity = "critical",
+    drill: bool = False,
 ) -> Callable[[F], F]:
-    """Register a pytest test as the check ``check_id``."""
+    """Register a pytest test as the check ``check_id``.
+
+    A ``drill`` check changes the target while it observes (a deploy, a restore) and puts it back;
+    it runs only when the run allows drills, and after every other check.
+    """
     if not ID_PATTERN.match(check_id):
         raise ValueError(f"check id {check_id!r} is not of the form domain.subject.assertion")
 
@@ -88,6 +95,7 @@ def check(
             targets=targets,
             observe=observe,
             origin=origin,
+            drill=drill,
         )
         existing = REGISTRY.get(check_id)
         if existing is not None and existing.origin != origin:
@@ -120,7 +128,11 @@ def catalog(profile: Profile) -> list[CheckInstance]:
     out = []
     for spec in load_suite().values():
         for target in spec.targets(profile):
-            out.append(CheckInstance(id=instance_id(spec.id, target.name), check=spec.id, target=target.name))
+            out.append(
+                CheckInstance(
+                    id=instance_id(spec.id, target.name), check=spec.id, target=target.name, drill=spec.drill
+                )
+            )
     return sorted(out, key=lambda i: i.id)
 
 

@@ -71,6 +71,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
     group.addoption(
+        "--gates-allow-drills",
+        action="store_true",
+        help="Run drill checks, which change the target and restore it (default: they are deselected).",
+    )
+    group.addoption(
         "--gates-only",
         metavar="ID,ID",
         default="",
@@ -117,6 +122,8 @@ def _only(config: pytest.Config) -> set[str]:
 def _prefetch(profile: Profile, prober: Prober, only: set[str]) -> None:
     """Start every probe the selected checks need before collection, so probing overlaps with it."""
     for spec in load_suite().values():
+        if spec.drill:
+            continue  # a drill changes the target: it starts only after every other check has finished
         if not only or spec.id in only:
             for target in spec.targets(profile):
                 resolve(spec.observe(profile, target), prober.submit, wait=False)
@@ -158,18 +165,23 @@ def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect checks outside ``--gates-only``."""
+    """Deselect checks outside ``--gates-only`` and drills unless allowed; drills run last."""
     only = _only(config)
-    if not only:
-        return
+    allow_drills = bool(config.getoption("gates_allow_drills"))
     keep: list[pytest.Item] = []
+    drills: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
         spec = spec_of(getattr(item, "function", None))
-        (keep if spec is not None and spec.id in only else drop).append(item)
+        if spec is None:
+            keep.append(item)  # not a check: the plugin leaves other tests alone
+        elif (only and spec.id not in only) or (spec.drill and not allow_drills):
+            drop.append(item)
+        else:
+            (drills if spec.drill else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    items[:] = [*keep, *drills]
 
 
 @pytest.fixture

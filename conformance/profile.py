@@ -108,12 +108,54 @@ class Routes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Drill:
+    """How to exercise the deploy and rollback path on the target, and what it touches."""
+
+    deploy: str  # command template, {release} = the shell-quoted release id
+    rollback: str
+    candidate: str  # a release that passes the health gate
+    broken: str  # a release that fails it
+    registry_service: str
+    registry_table: str
+    units: tuple[str, ...]
+    complete_marker: str
+    timeout_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Release:
     """The atomic release symlink layout."""
 
     name: str
     current: str
     releases: str
+    drill: Drill | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """A preview slot: a web surface proxying /api to its own api, bound to its own database."""
+
+    name: str
+    web: str
+    api: str
+    database: str
+    host: str
+    api_probe: str
+    database_key: str
+    proxy_target_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Smoke:
+    """A smoke/E2E harness whose command-line contract is certified."""
+
+    name: str
+    command: str
+    preview_urls: tuple[str, ...]
+    proxy_origin: str | None
+    failing_route: str
+    timeout_s: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +211,8 @@ class Profile:
     process_manager: str = "systemd"
     timers: tuple[Timer, ...] = ()
     guardrails: tuple[Guardrail, ...] = ()
+    slots: tuple[Slot, ...] = ()
+    smoke: tuple[Smoke, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -431,6 +475,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             name=raw.get("name", "current"),
             current=r.text(raw["current"], ("release", "current")),
             releases=r.text(raw["releases"], ("release", "releases")),
+            drill=_drill(r, raw.get("drill"), services),
         )
 
     timers: list[Timer] = []
@@ -483,12 +528,31 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 must_block=tuple(raw["mustBlock"]),
             )
         )
+    slots = _slots(r, data.get("slots") or [], services)
+    smoke = [
+        Smoke(
+            name=raw["name"],
+            command=r.text(raw["command"], ("smoke", i, "command")),
+            preview_urls=tuple(
+                r.text(u, ("smoke", i, "previewUrls", j)) for j, u in enumerate(raw["previewUrls"])
+            ),
+            proxy_origin=r.opt_text(raw.get("proxyOrigin"), ("smoke", i, "proxyOrigin")),
+            failing_route=r.text(
+                raw.get("failingRoute", "/gates-smoke-missing.txt"), ("smoke", i, "failingRoute")
+            ),
+            timeout_s=int(raw.get("timeoutSeconds", 8)),
+        )
+        for i, raw in enumerate(data.get("smoke") or [])
+    ]
+    _unique([s.name for s in smoke], "smoke", "name", r)
     process_manager = r.text(data.get("processManager", "systemd"), ("processManager",))
     if process_manager not in ("systemd", "none"):
         raise r.fail(
             ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
         )
     return Profile(
+        slots=slots,
+        smoke=tuple(smoke),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
@@ -504,6 +568,59 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         routes=routes,
         release=release,
     )
+
+
+def _drill(r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Service]) -> Drill | None:
+    if raw is None:
+        return None
+    p = ("release", "drill")
+    registry = raw["registry"]
+    if not any(s.name == registry["service"] and s.kind == "postgres" for s in services):
+        raise r.fail(
+            (*p, "registry", "service"), f"{registry['service']!r} is not a declared postgres service"
+        )
+    for key in ("deploy", "rollback"):
+        if "{release}" not in raw[key]:
+            raise r.fail((*p, key), f"the {key} command must contain {{release}}")
+    units = raw.get("units")
+    return Drill(
+        deploy=r.text(raw["deploy"], (*p, "deploy")),
+        rollback=r.text(raw["rollback"], (*p, "rollback")),
+        candidate=r.text(raw["candidate"], (*p, "candidate")),
+        broken=r.text(raw["broken"], (*p, "broken")),
+        registry_service=registry["service"],
+        registry_table=registry["table"],
+        units=tuple(r.text(u, (*p, "units", j)) for j, u in enumerate(units))
+        if units is not None
+        else tuple(s.unit for s in services if s.unit),
+        complete_marker=r.text(raw.get("completeMarker", ".deploy-meta"), (*p, "completeMarker")),
+        timeout_s=int(raw.get("timeoutSeconds", 180)),
+    )
+
+
+def _slots(r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]) -> tuple[Slot, ...]:
+    by_name = {s.name: s for s in services}
+    out = []
+    for i, raw in enumerate(raws):
+        p = ("slots", i)
+        for role, kind in (("web", "http"), ("api", "http")):
+            svc = by_name.get(raw[role])
+            if svc is None or svc.kind != kind:
+                raise r.fail((*p, role), f"{raw[role]!r} is not a declared http service")
+        out.append(
+            Slot(
+                name=raw["name"],
+                web=raw["web"],
+                api=raw["api"],
+                database=r.text(raw["database"], (*p, "database")),
+                host=r.text(raw["host"], (*p, "host")),
+                api_probe=r.text(raw.get("apiProbe", "/api/slots/contract"), (*p, "apiProbe")),
+                database_key=raw.get("databaseKey", "DATABASE_URL"),
+                proxy_target_key=raw.get("proxyTargetKey", "WEB_API_PROXY_TARGET"),
+            )
+        )
+    _unique([s.name for s in out], "slots", "name", r)
+    return tuple(out)
 
 
 def _unique(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:

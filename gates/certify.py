@@ -9,9 +9,10 @@ from typing import IO, Any
 from conformance.errors import ConfigError
 from conformance.profile import Profile, load_profile, parse_sets
 from conformance.redact import Redactor
+from conformance.yamlsource import YamlDocument
 from gates import report as reports
-from gates.evaluate import evaluate, exit_code
-from gates.gate import Gate, build_gate, expand, load_gate, parse_gate, required_checks
+from gates.evaluate import Component, evaluate, evaluate_rollup, exit_code
+from gates.gate import Gate, build_gate, components, expand, load_gate, parse_gate, required_checks
 from gates.runner import SuiteProcess
 
 SUMMARY_LIMIT = 25  # blocking issues printed; the reports list them all
@@ -28,6 +29,33 @@ def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
     gates = [load_gate(n) for n in _gate_names(profile, names)]
     _no_duplicates(gates)
     return gates
+
+
+def _with_components(docs: list[YamlDocument]) -> list[YamlDocument]:
+    """The selected gate files plus the components of any roll-up, components first, each once."""
+    out: dict[str, YamlDocument] = {}
+    for doc in docs:
+        for name in components(doc):
+            if name not in out:
+                comp = parse_gate(name)
+                if components(comp):
+                    raise ConfigError(
+                        f"roll-up gate {doc.data['name']!r} names {name!r}, which is itself a roll-up",
+                        source=doc.source,
+                    )
+                out[name] = comp
+        out.setdefault(str(doc.data["name"]), doc)
+    return list(out.values())
+
+
+def _drill_declined(instance_id: str) -> dict[str, Any]:
+    return {
+        "id": instance_id,
+        "outcome": "not_run",
+        "reasonCode": "drill_not_allowed",
+        "message": "a drill changes the target (and restores it), so it runs only when allowed",
+        "remediation": "Re-run with --allow-drills to exercise it.",
+    }
 
 
 def _no_duplicates(gates: list[Gate]) -> None:
@@ -51,6 +79,7 @@ def certify(
     stderr: IO[str],
     quiet: bool,
     early: SuiteProcess | None = None,
+    allow_drills: bool = False,
 ) -> int:
     """Run the selected gates against the deployment, write the reports, print the summary.
 
@@ -61,7 +90,7 @@ def certify(
     suite_process = early
     try:
         profile = load_profile(profile_arg, parse_sets(sets))
-        docs = [parse_gate(n) for n in _gate_names(profile, gate_args)]
+        docs = _with_components([parse_gate(n) for n in _gate_names(profile, gate_args)])
         checks = sorted({c for doc in docs for c in required_checks(doc)})
         from conformance.targets import parse_target
 
@@ -69,16 +98,21 @@ def certify(
         if suite_process is None:
             # The check run starts now; resolving check ids and expanding gates overlaps with it.
             suite_process = SuiteProcess(
-                profile=profile_arg, sets=sets, target=target, checks=checks, out=out
+                profile=profile_arg,
+                sets=sets,
+                target=target,
+                checks=checks,
+                out=out,
+                allow_drills=allow_drills,
             )
         gates = [build_gate(doc) for doc in docs]
         _no_duplicates(gates)
-        expansions = {g.name: expand(g, profile) for g in gates}
+        expansions = {g.name: expand(g, profile) for g in gates if not g.rollup}
     except BaseException:
         if suite_process is not None:
             suite_process.kill()
         raise
-    total = len({i.id for e in expansions.values() for i in e.instances})
+    total = len({i.id for e in expansions.values() for i in e.instances if allow_drills or not i.drill})
     last = [0.0]
 
     def progress(done: int, elapsed: float) -> None:
@@ -104,15 +138,35 @@ def certify(
             file=stderr,
         )
     redactor = Redactor(profile.secrets())
+    results = dict(suite.results)
+    for expansion in expansions.values():
+        for inst in expansion.instances:
+            if inst.drill and not allow_drills:
+                results.setdefault(inst.id, _drill_declined(inst.id))
     statuses = []
     rows = []
-    for gate in gates:
-        evaluation = evaluate(gate, expansions[gate.name], suite.results)
+    done: dict[str, Component] = {}
+    for gate in sorted(gates, key=lambda g: g.rollup):  # components before the roll-ups that read them
+        report_components = None
+        if gate.rollup:
+            evaluation = evaluate_rollup(gate, [done[n] for n in gate.components if n in done])
+            report_components = [
+                {"gate": n, "report": done[n].report, "status": done[n].evaluation.status,
+                 "artifactHash": done[n].artifact_hash}
+                for n in gate.components
+                if n in done
+            ]  # fmt: skip
+        else:
+            evaluation = evaluate(gate, expansions[gate.name], results)
         body = reports.build(
-            gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor
-        )
+            gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor,
+            components=report_components,
+        )  # fmt: skip
         path = out / "gates" / gate.report
         reports.write(body, path)
+        done[gate.name] = Component(
+            gate=gate.name, report=gate.report, evaluation=evaluation, artifact_hash=body["artifactHash"]
+        )
         statuses.append(evaluation.status)
         rows.append((gate, evaluation, path, body["artifactHash"]))
     _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
@@ -143,7 +197,8 @@ def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[st
             f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}",
             file=out,
         )
-    blocking = [(g.name, b) for g, ev, _, _ in rows for b in ev.blocking]
+    # a roll-up repeats its components' issues in its report; the summary prints each once
+    blocking = [(g.name, b) for g, ev, _, _ in rows if not g.rollup for b in ev.blocking]
     if blocking:
         print(f"\nblocking ({len(blocking)}):", file=out)
         for name, b in blocking[:SUMMARY_LIMIT]:

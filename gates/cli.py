@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="wall-clock limit for the whole run, seconds"
     )
     run.add_argument("--quiet", action="store_true", help="print only the summary table")
+    run.add_argument(
+        "--allow-drills",
+        action="store_true",
+        help="run drills (deploy/rollback exercises that change the target and restore it); "
+        "without it they are reported not run and gates requiring them stay incomplete",
+    )
 
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
     lst.add_argument("--profile", required=True, metavar="NAME|PATH")
@@ -151,7 +157,13 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             os.environ[variable] = str(option.resolve())  # read by the check run's SSH connections
     # Start checking before anything else is loaded: every check of the profile runs, the
     # reports cover the selected gates.
-    early = SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
+    # A drill must run only for the gates that require it, so a run that allows drills starts once the
+    # selected gates are known.
+    early = (
+        None
+        if args.allow_drills
+        else SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
+    )
     from gates.certify import certify
 
     return certify(
@@ -166,6 +178,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         stdout=out,
         stderr=err,
         quiet=args.quiet,
+        allow_drills=args.allow_drills,
     )
 
 
@@ -180,8 +193,12 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     profile = load_profile(args.profile, parse_sets(args.sets))
     for gate in _select_gates(profile, []):
-        exp: Expansion = expand(gate, profile)
         print(f"{gate.name}\t{gate.source}\t-> gates/{gate.report}", file=out)
+        if gate.rollup:
+            for name in gate.components:
+                print(f"  gate {name}", file=out)
+            continue
+        exp: Expansion = expand(gate, profile)
         for inst in exp.instances:
             print(f"  {inst.id}", file=out)
         for check_id in exp.unmatched:

@@ -104,3 +104,90 @@ def exit_code(statuses: list[str]) -> int:
     if statuses and all(s == "pass" for s in statuses):
         return 0
     return 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Component:
+    """A component gate's outcome as a roll-up sees it: its evaluation and the report it wrote."""
+
+    gate: str
+    report: str
+    evaluation: Evaluation
+    artifact_hash: str
+
+
+def evaluate_rollup(gate: Gate, components: list[Component]) -> Evaluation:
+    """Fail if any component gate failed; else incomplete unless every component passed.
+
+    Each component is one entry in ``checks``; every blocking issue of every component is
+    repeated, prefixed with the roll-up and component names, so the roll-up names them all.
+    """
+    by_name = {c.gate: c for c in components}
+    checks: list[dict[str, Any]] = []
+    blocking: list[dict[str, Any]] = []
+    for name in gate.components:
+        comp = by_name.get(name)
+        entry_id = f"gate.verdict.pass[{name}]"
+        if comp is None:
+            checks.append(
+                {
+                    "id": entry_id,
+                    "ok": False,
+                    "status": "not_run",
+                    "failureCode": "gate_not_run",
+                    "detail": {"message": f"component gate {name} did not run", "remediation": None},
+                }
+            )
+            blocking.append(
+                {
+                    "id": f"{gate.name}:{name}",
+                    "checkId": entry_id,
+                    "status": "not_run",
+                    "failureCode": "gate_not_run",
+                    "reason": f"component gate {name} did not run",
+                    "remediation": f"Run the {name} gate together with {gate.name}.",
+                }
+            )
+            continue
+        status = comp.evaluation.status
+        v = comp.evaluation.verdict
+        message = (
+            f"{name}: {status} ({v['passedChecks']}/{v['totalChecks']} checks passed, {v['failedChecks']} "
+            f"failed, {v['erroredChecks']} errored, {v['skippedChecks']} skipped, {v['notRunChecks']} not run)"
+        )
+        entry: dict[str, Any] = {
+            "id": entry_id,
+            "ok": status == "pass",
+            "status": {"pass": "pass", "fail": "fail"}.get(status, "not_run"),
+            "detail": {
+                "title": f"Component gate {name} passes",
+                "message": message,
+                "observed": {"status": status, "report": comp.report, "artifactHash": comp.artifact_hash},
+                "expected": {"status": "pass"},
+                "remediation": None if status == "pass" else f"Resolve the blocking issues of {comp.report}.",
+            },
+        }
+        if status != "pass":
+            entry["failureCode"] = f"gate_{status}"
+        checks.append(entry)
+        for b in comp.evaluation.blocking:
+            blocking.append({**b, "id": f"{gate.name}:{b['id']}"})
+    counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}
+    if counts["fail"]:
+        status = "fail"
+    elif counts["pass"] != len(checks) or not checks:
+        status = "incomplete"
+    else:
+        status = "pass"
+    verdict = {
+        "ok": status == "pass",
+        "status": status,
+        "totalChecks": len(checks),
+        "passedChecks": counts["pass"],
+        "failedChecks": counts["fail"],
+        "erroredChecks": counts["error"],
+        "skippedChecks": counts["skip"],
+        "notRunChecks": counts["not_run"],
+    }
+    blocking.sort(key=lambda b: b["id"])
+    return Evaluation(checks=checks, blocking=blocking, verdict=verdict)

@@ -40,6 +40,12 @@ class Gate:
     source: str
     sha256: str
     requires: tuple[Requirement, ...]
+    components: tuple[str, ...] = ()  # a roll-up gate: the gates it decides over
+
+    @property
+    def rollup(self) -> bool:
+        """Whether this gate decides over other gates rather than over checks."""
+        return bool(self.components)
 
 
 def builtin_gates() -> list[str]:
@@ -65,8 +71,13 @@ def parse_gate(name_or_path: str) -> YamlDocument:
 
 
 def required_checks(doc: YamlDocument) -> list[str]:
-    """The check ids a parsed gate file names."""
-    return [str(raw["check"]) for raw in doc.data["requires"]]
+    """The check ids a parsed gate file names (none for a roll-up)."""
+    return [str(raw["check"]) for raw in doc.data.get("requires", [])]
+
+
+def components(doc: YamlDocument) -> list[str]:
+    """The component gates a parsed roll-up gate names (none for a check gate)."""
+    return [str(name) for name in doc.data.get("gates", [])]
 
 
 def build_gate(doc: YamlDocument) -> Gate:
@@ -74,7 +85,14 @@ def build_gate(doc: YamlDocument) -> Gate:
     from conformance.checks import known_check
 
     requires = []
-    for i, raw in enumerate(doc.data["requires"]):
+    for i, name in enumerate(components(doc)):
+        if not (DEFINITIONS / f"{name}.yaml").is_file() or name == doc.data["name"]:
+            raise ConfigError(
+                f"unknown component gate {name!r} (built-in gates: {', '.join(builtin_gates())})",
+                source=doc.source,
+                location=doc.locate(("gates", i)) or f"gates[{i}]",
+            )
+    for i, raw in enumerate(doc.data.get("requires", [])):
         where = doc.locate(("requires", i, "check")) or f"requires[{i}].check"
         known_check(raw["check"], source=doc.source, location=where)
         targets = tuple(raw["targets"]) if "targets" in raw else None
@@ -87,6 +105,7 @@ def build_gate(doc: YamlDocument) -> Gate:
         source=doc.source,
         sha256=doc.sha256,
         requires=tuple(requires),
+        components=tuple(components(doc)),
     )
 
 

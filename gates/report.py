@@ -34,6 +34,8 @@ def artifact_hash(report: dict[str, Any]) -> str:
     core = {k: report.get(k) for k in CORE_KEYS}
     core["checks"] = core["checks"] or []
     core["blockingIssues"] = core["blockingIssues"] or []
+    if "components" in report:  # a roll-up binds the hashes of the reports it decided over
+        core["components"] = report["components"]
     return canonical_hash(core)
 
 
@@ -46,8 +48,9 @@ def build(
     captured_at: str | None,
     redactor: Redactor,
     now: dt.datetime | None = None,
+    components: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a schema-valid report with its artifactHash."""
+    """Assemble a schema-valid report with its artifactHash (``components``: a roll-up's component reports)."""
     generated = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     report: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
@@ -71,6 +74,8 @@ def build(
         ],
         "verdict": evaluation.verdict,
     }
+    if components is not None:
+        report["components"] = components
     report["artifactHash"] = artifact_hash(report)
     return report
 

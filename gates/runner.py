@@ -72,7 +72,14 @@ class SuiteProcess:
     """A running check run: started early, waited for later."""
 
     def __init__(
-        self, *, profile: str, sets: Sequence[str], target: str, checks: Sequence[str], out: Path
+        self,
+        *,
+        profile: str,
+        sets: Sequence[str],
+        target: str,
+        checks: Sequence[str],
+        out: Path,
+        allow_drills: bool = False,
     ) -> None:
         # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
         # so a run refused for bad input leaves nothing behind.
@@ -90,6 +97,7 @@ class SuiteProcess:
             "--gates-only", ",".join(checks),
             "--junitxml", str(self.work / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
             "--html", str(self.work / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+            *(["--gates-allow-drills"] if allow_drills else []),
         ]  # fmt: skip
         env = {
             **os.environ,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.profile import EnvFile, Guardrail, Profile, Release, Route, Service, Timer
+from conformance.profile import EnvFile, Guardrail, Profile, Release, Route, Service, Slot, Smoke, Timer
 
 
 def http_health(profile: Profile) -> list[Service]:
@@ -143,3 +143,18 @@ def host(profile: Profile) -> list[HostTarget]:
 def guardrails(profile: Profile) -> list[Guardrail]:
     """Confined services (their units and env files; none where no service manager runs them)."""
     return list(profile.guardrails) if profile.process_manager == "systemd" else []
+
+
+def slots(profile: Profile) -> list[Slot]:
+    """Preview slots."""
+    return list(profile.slots)
+
+
+def smoke_harnesses(profile: Profile) -> list[Smoke]:
+    """Smoke/E2E harnesses whose contract is certified."""
+    return list(profile.smoke)
+
+
+def drills(profile: Profile) -> list[Release]:
+    """The release layout, when it declares a deploy/rollback drill."""
+    return [profile.release] if profile.release is not None and profile.release.drill is not None else []
