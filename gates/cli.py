@@ -303,7 +303,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
     try:
-        run_args = ["run", *run_args, "--out", str(args.out)]
+        run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
         ref.down(state)

