@@ -40,6 +40,7 @@ class Gate:
     source: str
     sha256: str
     requires: tuple[Requirement, ...]
+    format: str = "gates"  # the report shape (see gates.formats)
 
 
 def builtin_gates() -> list[str]:
@@ -79,7 +80,9 @@ def build_gate(doc: YamlDocument) -> Gate:
         known_check(raw["check"], source=doc.source, location=where)
         targets = tuple(raw["targets"]) if "targets" in raw else None
         requires.append(Requirement(check=raw["check"], targets=targets, optional=bool(raw.get("optional"))))
-    return Gate(
+    report_format = str(doc.data.get("format", "gates"))
+    gate = Gate(
+        format=report_format,
         name=doc.data["name"],
         title=doc.data.get("title", doc.data["name"]),
         description=doc.data.get("description", ""),
@@ -88,6 +91,12 @@ def build_gate(doc: YamlDocument) -> Gate:
         sha256=doc.sha256,
         requires=tuple(requires),
     )
+    if report_format != "gates":
+        from gates import formats
+
+        where = doc.locate(("format",)) or "format"
+        formats.get(report_format, source=doc.source, location=where).check(gate)
+    return gate
 
 
 def load_gate(name_or_path: str) -> Gate:
