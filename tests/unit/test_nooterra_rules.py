@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -253,7 +254,11 @@ class TestMalformedInputs:
 
     def test_verify_rejects_tampered_upstream_report(self, tmp_path: Path) -> None:
         """An upstream report whose content changed after hashing is refused at artifactHash."""
-        vectors = Path("/work/shared/reference/nooterra-test-vectors.json")
+        vectors = (
+            Path(os.environ.get("GATES_SHARED_DIR", "/work/shared"))
+            / "reference"
+            / "nooterra-test-vectors.json"
+        )
         if not vectors.is_file():
             pytest.skip("no test vectors")
         report = json.loads(vectors.read_text())["gateReports"]["serving-mode-boundary-gate"]
