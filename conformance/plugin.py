@@ -99,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
         profile = load_profile(name, parse_sets([*extra, *config.getoption("gates_set")]))
         target = make_target(
             config.getoption("gates_target"),
-            endpoints=[(s.bind, s.port) for s in profile.services],
+            endpoints=[(s.bind, s.port) for s in profile.services if s.listens],
             connect_timeout=profile.probe.connect_timeout_s,
         )
     except ConfigError as exc:

@@ -8,6 +8,7 @@ environment variable it names (for secrets), then from ``--set name=value``.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
 _SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
 
-ServiceKind = Literal["http", "postgres", "redis", "proxy"]
+ServiceKind = Literal["http", "postgres", "redis", "proxy", "process"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +77,11 @@ class Service:
     group: str | None = None
     hardening: tuple[tuple[str, str], ...] = ()
     runs_from_release: bool = False
+
+    @property
+    def listens(self) -> bool:
+        """Whether it serves on a TCP port (a ``process`` service, such as a maintenance loop, does not)."""
+        return self.kind != "process"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +200,31 @@ class Guardrail:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BundleFile:
+    """One named file of a deployment bundle, as a path on the target."""
+
+    name: str
+    path: str
+    max_age_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bundle:
+    """A deployment bundle: named files on the target (topology, env example, charts, runbooks, reports)."""
+
+    root: str
+    files: tuple[BundleFile, ...]
+    name: str = "bundle"
+
+    def file(self, key: str) -> BundleFile | None:
+        """The file declared as ``key``, if any."""
+        for f in self.files:
+            if f.name == key:
+                return f
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """A deployment profile with every variable resolved."""
 
@@ -213,6 +244,8 @@ class Profile:
     guardrails: tuple[Guardrail, ...] = ()
     slots: tuple[Slot, ...] = ()
     smoke: tuple[Smoke, ...] = ()
+    serving_mode: str | None = None
+    bundle: Bundle | None = None
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -400,8 +433,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 role=raw.get("role", raw["kind"]),
                 unit=r.opt_text(raw.get("unit"), (*p, "unit")),
                 user=r.opt_text(raw.get("user"), (*p, "user")),
-                bind=r.text(raw["bind"], (*p, "bind")),
-                port=r.integer(raw["port"], (*p, "port"), low=1, high=65535),
+                bind=r.text(raw.get("bind", ""), (*p, "bind")),
+                port=r.integer(raw["port"], (*p, "port"), low=1, high=65535) if "port" in raw else 0,
                 env_file=raw.get("envFile"),
                 group=r.opt_text(raw.get("group"), (*p, "group")),
                 hardening=tuple(
@@ -416,7 +449,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             )
         )
     _unique([s.name for s in services], "services", "name", r)
-    _unique([f"{s.bind}:{s.port}" for s in services], "services", "port", r)
+    _unique([f"{s.bind}:{s.port}" for s in services if s.listens], "services", "port", r)
 
     env_files: list[EnvFile] = []
     for i, raw in enumerate(data.get("envFiles") or []):
@@ -553,6 +586,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
     return Profile(
         slots=slots,
         smoke=tuple(smoke),
+        serving_mode=r.opt_text(data.get("servingMode"), ("servingMode",)),
+        bundle=_bundle(r, data.get("bundle")),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
@@ -621,6 +656,26 @@ def _slots(r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[S
         )
     _unique([s.name for s in out], "slots", "name", r)
     return tuple(out)
+
+
+def _bundle(r: _Resolver, raw: Mapping[str, Any] | None) -> Bundle | None:
+    """Resolve the bundle's files; a relative path lies under its root."""
+    if raw is None:
+        return None
+    root = r.text(raw["root"], ("bundle", "root"))
+    files = []
+    for key, spec in raw["files"].items():
+        p: PathKey = ("bundle", "files", key)
+        if isinstance(spec, Mapping):
+            path = r.text(spec["path"], (*p, "path"))
+            max_age = spec.get("maxAgeSeconds")
+            age = None if max_age is None else r.integer(max_age, (*p, "maxAgeSeconds"), low=1, high=10**9)
+        else:
+            path, age = r.text(spec, p), None
+        if not path:
+            raise r.fail(p, f"bundle file {key!r} has an empty path")
+        files.append(BundleFile(name=key, path=posixpath.join(root, path), max_age_s=age))
+    return Bundle(root=root, files=tuple(files))
 
 
 def _unique(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:

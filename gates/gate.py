@@ -41,6 +41,7 @@ class Gate:
     sha256: str
     requires: tuple[Requirement, ...]
     components: tuple[str, ...] = ()  # a roll-up gate: the gates it decides over
+    format: str = "gates"  # the report shape (see gates.formats)
 
     @property
     def rollup(self) -> bool:
@@ -97,7 +98,9 @@ def build_gate(doc: YamlDocument) -> Gate:
         known_check(raw["check"], source=doc.source, location=where)
         targets = tuple(raw["targets"]) if "targets" in raw else None
         requires.append(Requirement(check=raw["check"], targets=targets, optional=bool(raw.get("optional"))))
-    return Gate(
+    report_format = str(doc.data.get("format", "gates"))
+    gate = Gate(
+        format=report_format,
         name=doc.data["name"],
         title=doc.data.get("title", doc.data["name"]),
         description=doc.data.get("description", ""),
@@ -107,6 +110,12 @@ def build_gate(doc: YamlDocument) -> Gate:
         requires=tuple(requires),
         components=tuple(components(doc)),
     )
+    if report_format != "gates":
+        from gates import formats
+
+        where = doc.locate(("format",)) or "format"
+        formats.get(report_format, source=doc.source, location=where).check(gate)
+    return gate
 
 
 def load_gate(name_or_path: str) -> Gate:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conformance import _schemas
+from conformance import _schemas, clock
 from conformance.canonical import canonical_hash
 from conformance.errors import ConfigError
 from conformance.profile import Profile
@@ -50,8 +50,18 @@ def build(
     now: dt.datetime | None = None,
     components: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a schema-valid report with its artifactHash (``components``: a roll-up's component reports)."""
-    generated = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Assemble a schema-valid report with its artifactHash, in the shape the gate's ``format`` names.
+
+    ``now`` defaults to `conformance.clock.now` (``$GATES_NOW`` pins it); ``components`` are a
+    roll-up's component reports.
+    """
+    generated = clock.iso_millis(now or clock.now())
+    if gate.format != "gates":
+        from gates import formats
+
+        return formats.get(gate.format, source=gate.source).build(
+            gate, profile, evaluation, captured_at=captured_at, generated_at=generated, redactor=redactor
+        )
     report: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
         "generatedAt": generated,
@@ -80,9 +90,17 @@ def build(
     return report
 
 
+def schema_for(report: object) -> str:
+    """The schema a report must satisfy: its format's (by schemaVersion), else ``gate-report``."""
+    from gates import formats
+
+    found = formats.for_report(report)
+    return found.schema if found is not None else "gate-report"
+
+
 def write(report: dict[str, Any], path: Path) -> None:
-    """Validate against the schema, then write atomically."""
-    _schemas.validate(report, "gate-report", source=str(path))
+    """Validate against the schema of its format, then write atomically."""
+    _schemas.validate(report, schema_for(report), source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -97,7 +115,7 @@ def verify(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read report: {exc.strerror or exc}", source=str(path)) from exc
     except ValueError as exc:
         raise ConfigError(f"not JSON: {exc}", source=str(path)) from exc
-    _schemas.validate(report, "gate-report", source=str(path))
+    _schemas.validate(report, schema_for(report), source=str(path))
     if artifact_hash(report) != report["artifactHash"]:
         raise ConfigError(
             "artifactHash does not match the report's content (it was edited after it was written)",

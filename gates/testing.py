@@ -20,16 +20,22 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 def not_passing(out: Path) -> dict[str, str]:
     """Check instance id → status of every check that did not pass, across the reports under ``out/gates``.
 
-    Roll-up reports (which repeat their components) and drills that were not allowed to run are left out.
+    Roll-up reports (which repeat their components) and drills that were not allowed to run are left
+    out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
+    status is that shape's (the upstream Nooterra reports know only pass and fail).
     """
+    from gates import formats
+
     found: dict[str, str] = {}
     for path in sorted((out / "gates").glob("*.json")):
-        report = json.loads(path.read_text())
-        if "components" in report:
+        body = json.loads(path.read_text())
+        if "components" in body:
             continue
-        for check in report["checks"]:
+        fmt = formats.for_report(body)
+        ids = fmt.instance_ids() if fmt is not None else {}  # a foreign shape names checks its own way
+        for check in body["checks"]:
             if not check["ok"] and check.get("failureCode") != "drill_not_allowed":
-                found[check["id"]] = check["status"]
+                found[ids.get(check["id"], check["id"])] = check["status"]
     return found
 
 

@@ -33,8 +33,8 @@ def redis(profile: Profile) -> list[Service]:
 
 
 def all_services(profile: Profile) -> list[Service]:
-    """Every declared service."""
-    return list(profile.services)
+    """Every declared service that listens on a port."""
+    return [s for s in profile.services if s.listens]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -153,7 +153,8 @@ class TestFaultCatalogue:
         assert set(load_suite()) - tripped == set()
 
     @pytest.mark.parametrize(
-        ("name", "sets"), [("oroboros", {"process_manager": "none"}), ("oroboros-host", {})]
+        ("name", "sets"),
+        [("oroboros", {"process_manager": "none"}), ("oroboros-host", {}), ("nooterra-bundle", {})],
     )
     def test_every_tripped_instance_exists(self, name: str, sets: dict[str, str]) -> None:
         """Every instance id a reference's fault lists is in the catalogue its profile implies."""

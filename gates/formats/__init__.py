@@ -1,0 +1,81 @@
+"""Report formats other than `GatesGateReport.v1`: a gate definition's ``format:`` selects one.
+
+A format turns a gate's `Evaluation` into a report of someone else's shape (for instance the
+upstream Nooterra gate reports, so that upstream's own downstream gates accept them). It names
+the JSON Schema every report it writes must satisfy and the schemaVersion that identifies it.
+The registry fails loudly: an unknown format name is a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from conformance.errors import ConfigError
+from conformance.profile import Profile
+from conformance.redact import Redactor
+from gates.evaluate import Evaluation
+from gates.gate import Gate
+
+DEFAULT = "gates"
+
+
+class ReportFormat(Protocol):
+    """Writes one gate's report in a foreign shape."""
+
+    @property
+    def name(self) -> str:
+        """The value of ``format:`` in a gate definition."""
+
+    @property
+    def schema_version(self) -> str:
+        """The ``schemaVersion`` of its reports."""
+
+    @property
+    def schema(self) -> str:
+        """The schema (``schemas/<name>.schema.json``) its reports satisfy."""
+
+    def check(self, gate: Gate) -> None:
+        """Refuse (`ConfigError`) a gate whose required checks this format cannot report."""
+
+    def build(
+        self,
+        gate: Gate,
+        profile: Profile,
+        evaluation: Evaluation,
+        *,
+        captured_at: str | None,
+        generated_at: str,
+        redactor: Redactor,
+    ) -> dict[str, Any]:
+        """The report, with its artifactHash."""
+
+    def instance_ids(self) -> Mapping[str, str]:
+        """Report check id → the check instance id it reports."""
+
+
+def _registry() -> dict[str, ReportFormat]:
+    from gates.formats import nooterra
+
+    return {f.name: f for f in nooterra.FORMATS}
+
+
+def names() -> list[str]:
+    """Every format name a gate definition may select."""
+    return sorted([DEFAULT, *_registry()])
+
+
+def get(name: str, *, source: str = "<gate>", location: str | None = None) -> ReportFormat:
+    """The format called ``name``; unknown names are a `ConfigError` listing the known ones."""
+    found = _registry().get(name)
+    if found is None:
+        raise ConfigError(
+            f"unknown report format {name!r}; known: {', '.join(names())}", source=source, location=location
+        )
+    return found
+
+
+def for_report(report: object) -> ReportFormat | None:
+    """The format that wrote ``report`` (by its schemaVersion), or None for `GatesGateReport.v1`."""
+    version = report.get("schemaVersion") if isinstance(report, dict) else None
+    return next((f for f in _registry().values() if f.schema_version == version), None)
