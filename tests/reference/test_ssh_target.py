@@ -76,6 +76,12 @@ class TestSshTarget:
         code, stdout, _ = run_cli("run", "--profile", "oroboros", "--target", "ssh://root@127.0.0.1:1",
                                 "--out", str(tmp_path), "--quiet")  # fmt: skip
         assert code == 3, stdout
-        statuses = {c["status"] for p in (tmp_path / "gates").glob("*.json")
-                    for c in json.loads(p.read_text())["checks"]}  # fmt: skip
-        assert statuses == {"error"}
+        reports = [json.loads(p.read_text()) for p in (tmp_path / "gates").glob("*.json")]
+        checks = [
+            c for r in reports if "components" not in r for c in r["checks"]
+        ]  # roll-ups repeat components
+        drills = {c["failureCode"] for c in checks if c["id"].startswith("release.deploy.")}
+        assert drills == {"drill_not_allowed"}  # drills never run without --allow-drills
+        assert {c["status"] for c in checks if c["failureCode"] != "drill_not_allowed"} == {"error"}
+        readiness = next(r for r in reports if "components" in r)
+        assert readiness["verdict"]["status"] == "incomplete"
