@@ -31,7 +31,8 @@ from gates.evaluate import evaluate
 from gates.formats import nooterra as formats
 from gates.gate import expand, load_gate
 
-SHARED = Path(os.environ.get("GATES_SHARED_DIR", "/work/shared"))
+# The upstream reference copies live in the shared folder beside the project root (override: GATES_SHARED_DIR).
+SHARED = Path(os.environ.get("GATES_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
 VECTORS = SHARED / "reference" / "nooterra-test-vectors.json"
 REFERENCE = SHARED / "reference" / "nooterra"
 ROOT = "/srv/nooterra"
