@@ -226,9 +226,16 @@ def _reference(name: str) -> Any:
 
 
 def _cmd_faults(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from fixtures.registry import REFERENCES
+
     ref = _reference(args.name)
     for fault in ref.faults:
         print(f"{fault.id}\t{','.join(sorted(fault.trips))}", file=out)
+    # the other references certifying the same profile complete its catalogue (systemd-only checks, ...)
+    for other in REFERENCES.values():
+        if other.profile == ref.profile and other.name != ref.name:
+            for fault in other.faults:
+                print(f"{other.name}:{fault.id}\t{','.join(sorted(fault.trips))}", file=out)
     return EXIT_PASS
 
 
@@ -250,12 +257,23 @@ def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 # --- reference, demo -------------------------------------------------------------------------
 
 
-def _check_fault(ref: Any, fault_id: str | None) -> None:
+def _check_fault(ref: Any, fault_id: str | None) -> str | None:
+    """The fault id to inject into ``ref`` (``REFERENCE:ID`` as 'gates faults' lists it is accepted)."""
+    if fault_id is not None and ":" in fault_id:
+        owner, _, bare = fault_id.partition(":")
+        if owner != ref.name:
+            raise ConfigError(
+                f"fault {bare!r} belongs to reference {owner!r}: run it there (gates reference up {owner} "
+                f"--fault {bare})",
+                source="<argument --fault>",
+            )
+        fault_id = bare
     if fault_id is not None and fault_id not in {f.id for f in ref.faults}:
         raise ConfigError(
             f"unknown fault {fault_id!r} for {ref.name}; see 'gates faults {ref.name}'",
             source="<argument --fault>",
         )
+    return fault_id
 
 
 def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -265,7 +283,7 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     state = args.state_dir or ref.state_dir()
     try:
         if args.action == "up":
-            _check_fault(ref, args.fault)
+            args.fault = _check_fault(ref, args.fault)
             started = time.monotonic()
             run_args = ref.up(state, args.fault)
             note = f" with fault {args.fault}" if args.fault else ""
@@ -288,7 +306,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from fixtures.registry import ReferenceError_
 
     ref = _reference(args.name)
-    _check_fault(ref, args.fault)
+    args.fault = _check_fault(ref, args.fault)
     state = ref.state_dir().with_name(f"{ref.name}-demo")
     print(
         f"gates demo: starting reference {ref.name}" + (f" with fault {args.fault}" if args.fault else ""),

@@ -280,10 +280,9 @@ class TestHealth:
 
     def test_run_arguments(self, healthy: Instance) -> None:
         """`up` returns `gates run` arguments naming the profile and every port."""
-        assert healthy.args[:2] == ["--profile", "nooterra"]
+        assert healthy.args[:4] == ["--profile", "nooterra", "--gate", "nooterra-live"]
         for name in ("api", "magic_link", "gateway", "upstream", "postgres"):
             assert f"ports.{name}={healthy.ports[name]}" in healthy.args
-        assert f"x402.holdback_bps={dep.HOLDBACK_BPS}" in healthy.args
         assert dep.OPS_TOKEN not in " ".join(healthy.args)
 
     def test_api_healthz(self, healthy: Instance) -> None:
@@ -867,14 +866,19 @@ OBSERVE: dict[str, Callable[[Instance], None]] = {
 }
 
 
+# Faults with declared trips are proven through the CLI (test_nooterra_live.py); every other one has an
+# observation here of the behaviour its future check will assert.
+OBSERVED = tuple(f for f in FAULTS if f.id in OBSERVE)
+
+
 def test_every_fault_has_an_observation() -> None:
-    """Each fault of the catalogue has a test of its observable effect, and fault ids are unique."""
+    """Each fault is proven either by its trips or by an observation here; fault ids are unique."""
     ids = [f.id for f in FAULTS]
     assert len(ids) == len(set(ids))
-    assert set(ids) == set(OBSERVE)
+    assert {f.id for f in FAULTS if not f.trips} <= set(OBSERVE) <= set(ids)
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.id)
+@pytest.mark.parametrize("fault", OBSERVED, ids=lambda f: f.id)
 def test_fault_changes_behaviour(fault: Fault) -> None:
     """The fault's deployment shows the defect the fault names, and stops completely afterwards."""
     inst = start("fault", fault)

@@ -110,16 +110,25 @@ class TestUsageErrors:
 class TestFaultsCommand:
     """`gates faults NAME` lists a reference's faults and the instances each trips."""
 
+    def test_fault_of_another_reference_is_refused_with_a_pointer(self) -> None:
+        """`reference up oroboros --fault oroboros-host:X` exits 2 and names the reference to use."""
+        code, _, err = invoke(["reference", "up", "oroboros", "--fault", "oroboros-host:unit-stopped"])
+        assert code == 2
+        assert "gates reference up oroboros-host --fault unit-stopped" in err
+
     def test_lists_every_fault(self) -> None:
-        """Every line is FAULT_ID, a tab, and comma-separated check instance ids."""
+        """Every line is FAULT_ID, a tab, and comma-separated check instance ids; the profile's other
+        references follow with REFERENCE:FAULT_ID, so the listing is the profile's whole catalogue."""
         code, out, err = invoke(["faults", "oroboros"])
         assert code == 0
         assert err == ""
         lines = out.splitlines()
-        assert [line.split("\t")[0] for line in lines] == [f.id for f in REFERENCES["oroboros"].faults]
+        expected = [f.id for f in REFERENCES["oroboros"].faults]
+        expected += [f"oroboros-host:{f.id}" for f in REFERENCES["oroboros-host"].faults]
+        assert [line.split("\t")[0] for line in lines] == expected
         for line in lines:
             fault_id, _, trips = line.partition("\t")
-            assert re.fullmatch(r"[a-z0-9-]+", fault_id), line
+            assert re.fullmatch(r"([a-z0-9-]+:)?[a-z0-9-]+", fault_id), line
             ids = trips.split(",")
             assert ids, line
             assert ids == sorted(ids), line

@@ -1,0 +1,43 @@
+"""The Nooterra loopback reference certified through the CLI: healthy, and every catalogued fault."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures.nooterra.deployment import default_state_dir
+from fixtures.registry import REFERENCES
+from gates import report as reports
+from gates.testing import run_cli, run_with_fault
+
+REF = REFERENCES["nooterra"]
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
+    """`reference up nooterra` prints arguments that pass `nooterra-live`; `down` stops everything."""
+    state = default_state_dir(f"selftest-{WORKER}-live")
+    REF.down(state)
+    args = REF.up(state)
+    try:
+        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
+    finally:
+        stopped = REF.down(state)
+    assert code == 0, stdout
+    body = reports.verify(tmp_path / "gates" / "nooterra-live.json")
+    assert body["verdict"]["passedChecks"] == body["verdict"]["totalChecks"] >= 12
+    assert "proxy-reference" not in json.dumps(body)  # the database password given with --set is scrubbed
+    assert stopped >= 6
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("fault", REF.faults, ids=lambda f: f.id)
+def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The fault makes exactly its declared check instances fail or error."""
+    state = default_state_dir(f"selftest-{WORKER}-live-fault")
+    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path)
+    assert sorted(tripped) == sorted(fault.trips), stdout
+    assert code == (1 if "fail" in tripped.values() else 3), stdout
