@@ -241,8 +241,9 @@ class DeployRollbackDrill:
             "stderrTail": _b64(fields.get("stderr", "")),
             "watch": {"samples": int(fields.get("samples", "0") or 0), "runs": runs},
         }
-        record["current"] = self._snapshot(ctx, reg)["current"]
-        record["registry"] = {r["release_id"]: r["status"] for r in reg.rows()}
+        now = self._snapshot(ctx, reg)
+        record["current"] = now["current"]
+        record["registry"] = {r["release_id"]: r["status"] for r in now["registry"]}
         record["health"] = self._healthy(ctx)
         return record
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from conformance.errors import ProbeError, ProbeTimeout, ProbeUnreachable
 from conformance.probes.base import Context
+from conformance.probes.systemd import LISTENER_PIDS
 
-_ENVIRON = r"""port="$1"; shift
-pids=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un)
+_ENVIRON = (
+    LISTENER_PIDS
+    + r"""shift
 [ -n "$pids" ] || { echo "nolistener"; exit 0; }
 for pid in $pids; do
   echo "pid=$pid"
@@ -20,6 +22,7 @@ for pid in $pids; do
   done
 done
 """
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

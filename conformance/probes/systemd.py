@@ -68,12 +68,19 @@ class ProcessInfo:
     cwd: str
 
 
-_LISTENERS = r"""port="$1"
-for pid in $(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un); do
+# Shell: the PIDs holding a listening TCP socket on port $1, one per line, in $pids.
+LISTENER_PIDS = r"""pids=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un)
+"""
+
+_LISTENERS = (
+    LISTENER_PIDS
+    + r"""
+for pid in $pids; do
   cg=$(grep -m1 -E '^(0::|[0-9]+:name=systemd:)' "/proc/$pid/cgroup" 2>/dev/null | cut -d: -f3-)
   printf '%s\t%s\t%s\t%s\n' "$pid" "$(stat -c %U "/proc/$pid" 2>/dev/null)" "$cg" "$(readlink -f "/proc/$pid/cwd" 2>/dev/null)"
 done
 """
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -64,16 +64,32 @@ def _unhealthy(step: dict[str, Any]) -> dict[str, str]:
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?")
 
 
-def _summary(step: dict[str, Any]) -> dict[str, Any]:
-    """What a report shows of a step: no durations or timestamps, so the same outcome hashes the same."""
-    return {k: step[k] for k in ("command", "exitCode", "current", "registry", "health")} | {
-        "stderrTail": _TIMESTAMP.sub("<time>", step["stderrTail"][-600:])
-    }
+def _summary(step: dict[str, Any], *, ok: bool) -> dict[str, Any]:
+    """What a report shows of a step. No durations; the stderr tail (retry noise, timings) only when it failed,
+    with timestamps masked, so the same outcome hashes the same."""
+    shown = {k: step[k] for k in ("command", "exitCode", "current", "registry", "health")}
+    if not ok:
+        shown["stderrTail"] = _TIMESTAMP.sub("<time>", step["stderrTail"][-600:])
+    return shown
 
 
 def _sequence(watch: dict[str, Any]) -> list[str]:
     """The distinct states ``current`` went through, in order (sample counts vary from run to run)."""
     return [f"{r['state']} {r['target']}" for r in watch["runs"]]
+
+
+def _expect_step(
+    step: dict[str, Any], *, succeeds: bool, current: str, rows: dict[str, str], reason: str
+) -> None:
+    """One drill step ended as it must: exit status, where current points, registry rows, every service healthy."""
+    got_rows = {k: step["registry"].get(k) for k in rows}
+    exit_ok = (step["exitCode"] == 0) == succeeds
+    ok = exit_ok and step["current"] == current and got_rows == rows and not _unhealthy(step)
+    expect(ok, f"{step['command']}: exit {step['exitCode']}, current -> {step['current']}, registry {got_rows}, "
+               f"unhealthy: {_unhealthy(step) or 'none'}",
+           reason=reason, observed=_summary(step, ok=ok),
+           expected={"exitCode": 0 if succeeds else "non-zero", "current": current, "registry": rows,
+                     "health": "all ok"})  # fmt: skip
 
 
 @check(
@@ -118,13 +134,8 @@ def test_atomic_switch(target: Release, obs: DrillRecord) -> None:
 def test_deploy_health_gated(target: Release, obs: DrillRecord) -> None:
     """Exit 0, current points at the candidate, and every service answers health afterwards."""
     assert target.drill is not None
-    step = obs.step("deploy_candidate")
-    want = _release_path(target, target.drill.candidate)
-    expect(step["exitCode"] == 0 and step["current"] == want and not _unhealthy(step),
-           f"deploy {target.drill.candidate}: exit {step['exitCode']}, current -> {step['current']}, "
-           f"unhealthy: {_unhealthy(step) or 'none'}",
-           reason="deploy_failed", observed=_summary(step),
-           expected={"exitCode": 0, "current": want, "health": "all ok"})  # fmt: skip
+    _expect_step(obs.step("deploy_candidate"), succeeds=True, current=_release_path(target, target.drill.candidate),
+                 rows={}, reason="deploy_failed")  # fmt: skip
 
 
 @check(
@@ -158,21 +169,9 @@ def test_deploy_recorded(target: Release, obs: DrillRecord) -> None:
 def test_auto_rollback(target: Release, obs: DrillRecord) -> None:
     """Non-zero exit, current back on the candidate, registry broken=deploy_failed, candidate=deployed, healthy."""
     assert target.drill is not None
-    step = obs.step("deploy_broken")
-    want_current = _release_path(target, target.drill.candidate)
-    want_rows = {target.drill.broken: "deploy_failed", target.drill.candidate: "deployed"}
-    got_rows = {k: step["registry"].get(k) for k in want_rows}
-    ok = (
-        step["exitCode"] != 0
-        and step["current"] == want_current
-        and got_rows == want_rows
-        and not _unhealthy(step)
-    )
-    expect(ok, f"deploy of failing {target.drill.broken}: exit {step['exitCode']}, current -> {step['current']}, "
-               f"registry {got_rows}, unhealthy: {_unhealthy(step) or 'none'}",
-           reason="auto_rollback_failed", observed=_summary(step),
-           expected={"exitCode": "non-zero", "current": want_current, "registry": want_rows,
-                     "health": "all ok"})  # fmt: skip
+    d = target.drill
+    _expect_step(obs.step("deploy_broken"), succeeds=False, current=_release_path(target, d.candidate),
+                 rows={d.broken: "deploy_failed", d.candidate: "deployed"}, reason="auto_rollback_failed")  # fmt: skip
 
 
 @check(
@@ -187,21 +186,10 @@ def test_auto_rollback(target: Release, obs: DrillRecord) -> None:
 def test_rollback_named(target: Release, obs: DrillRecord) -> None:
     """Exit 0, current on the named release, registry rolled_back / replaced_by_rollback, healthy."""
     assert target.drill is not None
-    step = obs.step("rollback_named")
     original = obs.before["current"].rsplit("/", 1)[-1]
-    want_rows = {original: "rolled_back", target.drill.candidate: "replaced_by_rollback"}
-    got_rows = {k: step["registry"].get(k) for k in want_rows}
-    ok = (
-        step["exitCode"] == 0
-        and step["current"] == obs.before["current"]
-        and got_rows == want_rows
-        and not _unhealthy(step)
-    )
-    expect(ok, f"rollback to {original}: exit {step['exitCode']}, current -> {step['current']}, registry {got_rows}, "
-               f"unhealthy: {_unhealthy(step) or 'none'}",
-           reason="rollback_failed", observed=_summary(step),
-           expected={"exitCode": 0, "current": obs.before["current"], "registry": want_rows,
-                     "health": "all ok"})  # fmt: skip
+    _expect_step(obs.step("rollback_named"), succeeds=True, current=obs.before["current"],
+                 rows={original: "rolled_back", target.drill.candidate: "replaced_by_rollback"},
+                 reason="rollback_failed")  # fmt: skip
 
 
 @check(

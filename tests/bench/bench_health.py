@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fixtures.oroboros.deployment import PORT_NAMES, ROUTES, default_state_dir
+from fixtures.oroboros.deployment import PORT_NAMES, ROUTES
 from fixtures.registry import REFERENCES
+from fixtures.state import default_state_dir
 
 ROUNDS = 7
 

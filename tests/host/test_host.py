@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.oroboros.deployment import default_state_dir
 from fixtures.registry import REFERENCES
+from fixtures.state import default_state_dir
 from gates.testing import run_cli, run_with_fault
 
 REF = REFERENCES["oroboros-host"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.nooterra.bundle_reference import profile_args
-from fixtures.oroboros.deployment import default_state_dir
 from fixtures.registry import REFERENCES
+from fixtures.state import default_state_dir
 from gates import report as reports
 from gates.testing import run_cli, run_with_fault
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.oroboros.deployment import default_state_dir
 from fixtures.procs import Proc, alive
 from fixtures.registry import REFERENCES
+from fixtures.state import default_state_dir
 from gates import report as reports
 from gates.testing import not_passing as not_ok
 from gates.testing import run_cli, run_with_fault

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fixtures import sshd
-from fixtures.oroboros.deployment import default_state_dir
 from fixtures.procs import stop
 from fixtures.registry import REFERENCES
+from fixtures.state import default_state_dir
 from gates.testing import not_passing as not_ok
 from gates.testing import run_cli
 
