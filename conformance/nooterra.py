@@ -428,65 +428,51 @@ def _never() -> Outcome:
     raise AssertionError("unreachable: a readable file has text")
 
 
+def _file_matches(
+    read: FileRead, pattern: JsPattern, *, unreadable: tuple[str, str], code: str, passed: str, failed: str
+) -> Outcome:
+    """The shape of most bundle rules: the file must be readable and ``pattern`` must match its text."""
+    refused = _read_or_fail(read, *unreadable)
+    if refused is not None or read.text is None:
+        return refused or _never()
+    ok = pattern.test(read.text)
+    return _outcome(ok, code, {"path": read.path, "sha256": read.sha256, "message": passed if ok else failed})
+
+
 def compose_migrate_on_startup_enabled(compose: FileRead) -> Outcome:
     """``compose_migrate_on_startup_enabled``: the API migrates its schema on startup."""
-    failed = _read_or_fail(
-        compose, "compose_missing_or_unreadable", "Unable to read self-host compose topology"
-    )
-    if failed is not None or compose.text is None:
-        return failed or _never()
-    ok = _COMPOSE_MIGRATE.test(compose.text)
-    return _outcome(
-        ok,
-        "compose_migrate_on_startup_not_enabled",
-        {
-            "path": compose.path,
-            "sha256": compose.sha256,
-            "message": 'Compose topology sets PROXY_MIGRATE_ON_STARTUP="1".'
-            if ok
-            else 'Compose topology must set PROXY_MIGRATE_ON_STARTUP="1" for deterministic startup '
-            "migration behavior.",
-        },
+    return _file_matches(
+        compose,
+        _COMPOSE_MIGRATE,
+        unreadable=("compose_missing_or_unreadable", "Unable to read self-host compose topology"),
+        code="compose_migrate_on_startup_not_enabled",
+        passed='Compose topology sets PROXY_MIGRATE_ON_STARTUP="1".',
+        failed='Compose topology must set PROXY_MIGRATE_ON_STARTUP="1" for deterministic startup '
+        "migration behavior.",
     )
 
 
 def helm_values_migrate_on_startup_enabled(values: FileRead) -> Outcome:
     """``helm_values_migrate_on_startup_enabled``: the chart defaults to migrating on startup."""
-    failed = _read_or_fail(values, "helm_values_missing_or_unreadable", "Unable to read Helm values")
-    if failed is not None or values.text is None:
-        return failed or _never()
-    ok = _HELM_MIGRATE.test(values.text)
-    return _outcome(
-        ok,
-        "helm_values_migrate_on_startup_not_enabled",
-        {
-            "path": values.path,
-            "sha256": values.sha256,
-            "message": "Helm values default migrateOnStartup is enabled."
-            if ok
-            else "Helm values must default store.migrateOnStartup=true for this self-host upgrade path.",
-        },
+    return _file_matches(
+        values,
+        _HELM_MIGRATE,
+        unreadable=("helm_values_missing_or_unreadable", "Unable to read Helm values"),
+        code="helm_values_migrate_on_startup_not_enabled",
+        passed="Helm values default migrateOnStartup is enabled.",
+        failed="Helm values must default store.migrateOnStartup=true for this self-host upgrade path.",
     )
 
 
 def api_template_migrate_env_wired(template: FileRead) -> Outcome:
     """``api_template_migrate_env_wired``: the API deployment template passes the migrate switch."""
-    failed = _read_or_fail(
-        template, "api_template_missing_or_unreadable", "Unable to read Helm API deployment template"
-    )
-    if failed is not None or template.text is None:
-        return failed or _never()
-    ok = _TEMPLATE_MIGRATE.test(template.text)
-    return _outcome(
-        ok,
-        "api_template_migrate_env_missing",
-        {
-            "path": template.path,
-            "sha256": template.sha256,
-            "message": "Helm API template wires PROXY_MIGRATE_ON_STARTUP."
-            if ok
-            else "Helm API template must wire PROXY_MIGRATE_ON_STARTUP from values.",
-        },
+    return _file_matches(
+        template,
+        _TEMPLATE_MIGRATE,
+        unreadable=("api_template_missing_or_unreadable", "Unable to read Helm API deployment template"),
+        code="api_template_migrate_env_missing",
+        passed="Helm API template wires PROXY_MIGRATE_ON_STARTUP.",
+        failed="Helm API template must wire PROXY_MIGRATE_ON_STARTUP from values.",
     )
 
 
@@ -789,41 +775,25 @@ def boundary_doc_present_and_referenced(doc: FileRead) -> Outcome:
 
 def development_doc_references_mode_boundary_contract(doc: FileRead) -> Outcome:
     """``development_doc_references_mode_boundary_contract``: the development doc points at the boundary doc."""
-    failed = _read_or_fail(doc, "development_doc_missing_or_unreadable", "Unable to read development docs")
-    if failed is not None or doc.text is None:
-        return failed or _never()
-    ok = _BOUNDARY_REFERENCE.test(doc.text)
-    return _outcome(
-        ok,
-        "development_doc_missing_boundary_reference",
-        {
-            "path": doc.path,
-            "sha256": doc.sha256,
-            "message": "Development docs reference serving mode boundary contract."
-            if ok
-            else "Development docs must reference serving mode boundary contract.",
-        },
+    return _file_matches(
+        doc,
+        _BOUNDARY_REFERENCE,
+        unreadable=("development_doc_missing_or_unreadable", "Unable to read development docs"),
+        code="development_doc_missing_boundary_reference",
+        passed="Development docs reference serving mode boundary contract.",
+        failed="Development docs must reference serving mode boundary contract.",
     )
 
 
 def minimum_topology_doc_references_mode_boundary_contract(doc: FileRead) -> Outcome:
     """``minimum_topology_doc_references_mode_boundary_contract``: the topology doc points at the boundary doc."""
-    failed = _read_or_fail(
-        doc, "minimum_topology_doc_missing_or_unreadable", "Unable to read minimum topology doc"
-    )
-    if failed is not None or doc.text is None:
-        return failed or _never()
-    ok = _BOUNDARY_REFERENCE.test(doc.text)
-    return _outcome(
-        ok,
-        "minimum_topology_doc_missing_boundary_reference",
-        {
-            "path": doc.path,
-            "sha256": doc.sha256,
-            "message": "Minimum topology doc references serving mode boundary contract."
-            if ok
-            else "Minimum topology doc must reference serving mode boundary contract.",
-        },
+    return _file_matches(
+        doc,
+        _BOUNDARY_REFERENCE,
+        unreadable=("minimum_topology_doc_missing_or_unreadable", "Unable to read minimum topology doc"),
+        code="minimum_topology_doc_missing_boundary_reference",
+        passed="Minimum topology doc references serving mode boundary contract.",
+        failed="Minimum topology doc must reference serving mode boundary contract.",
     )
 
 
@@ -857,20 +827,13 @@ def self_host_compose_enforces_fail_closed_secret_contract(compose: FileRead) ->
 
 def helm_values_enforce_receiver_inline_secret_deny(values: FileRead) -> Outcome:
     """``helm_values_enforce_receiver_inline_secret_deny``: the chart's receiver refuses inline secrets."""
-    failed = _read_or_fail(values, "helm_values_missing_or_unreadable", "Unable to read Helm values")
-    if failed is not None or values.text is None:
-        return failed or _never()
-    ok = _HELM_NO_INLINE.test(values.text)
-    return _outcome(
-        ok,
-        "helm_values_receiver_inline_secret_not_disabled",
-        {
-            "path": values.path,
-            "sha256": values.sha256,
-            "message": "Helm receiver defaults disable inline secrets."
-            if ok
-            else "Helm receiver defaults must set allowInlineSecrets=false.",
-        },
+    return _file_matches(
+        values,
+        _HELM_NO_INLINE,
+        unreadable=("helm_values_missing_or_unreadable", "Unable to read Helm values"),
+        code="helm_values_receiver_inline_secret_not_disabled",
+        passed="Helm receiver defaults disable inline secrets.",
+        failed="Helm receiver defaults must set allowInlineSecrets=false.",
     )
 
 
