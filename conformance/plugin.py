@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Generator
@@ -217,6 +218,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _render(template: str, target: Any) -> str:
+    if not getattr(
+        target, "unit", None
+    ):  # no unit: drop the "(systemctl ... {unit})" hints rather than leave them empty
+        template = re.sub(r"\s*\([^()]*\{unit\}[^()]*\)", "", template)
     fields = {
         name: getattr(target, name, "")
         for name in ("name", "unit", "service", "port", "bind", "path", "host", "upstream")
