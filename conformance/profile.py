@@ -19,6 +19,8 @@ from conformance import _schemas
 from conformance.errors import ConfigError
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
+JsonScalar = str | int | float | bool | None
+
 BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
 _SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
@@ -55,6 +57,8 @@ class HttpExpectation:
     status: int
     body: str | None
     content_type: str | None
+    # Top-level members of a JSON body that must hold exactly these values (e.g. ok: true).
+    json: tuple[tuple[str, JsonScalar], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +78,7 @@ class Service:
     database: str | None = None
     db_user: str | None = None
     password: str | None = None
+    schema: str | None = None
     group: str | None = None
     hardening: tuple[tuple[str, str], ...] = ()
     runs_from_release: bool = False
@@ -92,6 +97,10 @@ class EnvFile:
     path: str
     values: tuple[tuple[str, str], ...]
     keys: tuple[str, ...]
+    # key -> regular expression its value must match in full (e.g. HOLDBACK_BPS in 0..10000)
+    patterns: tuple[tuple[str, str], ...] = ()
+    # keys that must not be assigned at all (e.g. a legacy all-scopes token)
+    absent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +234,39 @@ class Bundle:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitProbe:
+    """A bounded burst that must meet the API's rate limit: a 429 with ``retry-after``, never a 5xx."""
+
+    path: str
+    tenant: str
+    max_requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NooterraApi:
+    """How the suite talks to a Nooterra API and which of its controls it must observe.
+
+    Service fields name declared services; ``env_file`` names the API's declared env file;
+    ``alert_rules`` names a bundle file. ``ops_token`` is a secret (scrubbed from reports).
+    """
+
+    api: str
+    tenant: str
+    ops_token: str
+    env_file: str | None
+    maintenance: str | None
+    maintenance_kinds: tuple[str, ...]
+    maintenance_max_age_s: int
+    required_metrics: tuple[str, ...]
+    max_ops_tokens: int
+    rate_limit: RateLimitProbe | None
+    alert_rules: str | None
+    staging_env_file: str | None
+    paid_upstream: str | None
+    paid_route: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """A deployment profile with every variable resolved."""
 
@@ -246,6 +288,7 @@ class Profile:
     smoke: tuple[Smoke, ...] = ()
     serving_mode: str | None = None
     bundle: Bundle | None = None
+    nooterra: NooterraApi | None = None
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -394,6 +437,10 @@ def _http(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> HttpExp
         status=r.integer(raw.get("status", 200), (*path, "status"), low=100, high=599),
         body=r.opt_text(raw.get("body"), (*path, "body")),
         content_type=r.opt_text(raw.get("contentType"), (*path, "contentType")),
+        json=tuple(
+            (k, r.text(v, (*path, "json", k)) if isinstance(v, str) else v)
+            for k, v in (raw.get("json") or {}).items()
+        ),
     )
 
 
@@ -446,6 +493,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 database=r.opt_text(raw.get("database"), (*p, "database")),
                 db_user=r.opt_text(raw.get("dbUser"), (*p, "dbUser")),
                 password=r.opt_text(raw.get("password"), (*p, "password")),
+                schema=r.opt_text(raw.get("schema"), (*p, "schema")),
             )
         )
     _unique([s.name for s in services], "services", "name", r)
@@ -461,6 +509,10 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 path=r.text(raw["path"], (*p, "path")),
                 values=values,
                 keys=tuple(raw.get("keys") or ()),
+                patterns=tuple(
+                    (k, _regex(r, v, (*p, "patterns", k))) for k, v in (raw.get("patterns") or {}).items()
+                ),
+                absent=tuple(raw.get("absent") or ()),
             )
         )
     _unique([e.name for e in env_files], "envFiles", "name", r)
@@ -583,11 +635,13 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         raise r.fail(
             ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
         )
+    bundle = _bundle(r, data.get("bundle"))
     return Profile(
         slots=slots,
         smoke=tuple(smoke),
         serving_mode=r.opt_text(data.get("servingMode"), ("servingMode",)),
-        bundle=_bundle(r, data.get("bundle")),
+        bundle=bundle,
+        nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
@@ -684,3 +738,83 @@ def _unique(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:
         if value in seen:
             raise r.fail((*where.split("."), i), f"duplicate {what} {value!r} in {where}")
         seen.add(value)
+
+
+def _regex(r: _Resolver, raw: Any, path: PathKey) -> str:
+    text = r.text(raw, path)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise r.fail(path, f"not a valid regular expression: {exc}") from None
+    return text
+
+
+def _nooterra(
+    r: _Resolver,
+    raw: Mapping[str, Any] | None,
+    services: Sequence[Service],
+    env_files: Sequence[EnvFile],
+    bundle: Bundle | None,
+) -> NooterraApi | None:
+    if raw is None:
+        return None
+    p: PathKey = ("nooterra",)
+    by_name = {s.name: s for s in services}
+
+    def service(key: str, *, kinds: tuple[str, ...]) -> str | None:
+        name = raw.get(key)
+        if name is None:
+            return None
+        svc = by_name.get(name)
+        if svc is None or svc.kind not in kinds:
+            raise r.fail((*p, key), f"{key} must name a declared {' or '.join(kinds)} service, got {name!r}")
+        return str(name)
+
+    api = service("api", kinds=("http",))
+    assert api is not None  # required by the schema
+    env_file = raw.get("envFile")
+    if env_file is not None and env_file not in {e.name for e in env_files}:
+        raise r.fail((*p, "envFile"), f"envFile {env_file!r} is not declared under envFiles")
+    alert_rules = raw.get("alertRules")
+    if alert_rules is not None and (bundle is None or bundle.file(alert_rules) is None):
+        raise r.fail((*p, "alertRules"), f"alertRules {alert_rules!r} is not a file of the bundle")
+    maintenance = raw.get("maintenance") or {}
+    probe = raw.get("rateLimitProbe")
+    rate_limit = None
+    if probe is not None:
+        rate_limit = RateLimitProbe(
+            path=r.text(probe.get("path", "/ops/status"), (*p, "rateLimitProbe", "path")),
+            tenant=r.text(probe.get("tenant", "tenant_gates_rate_probe"), (*p, "rateLimitProbe", "tenant")),
+            max_requests=r.integer(
+                probe.get("maxRequests", 120), (*p, "rateLimitProbe", "maxRequests"), low=1, high=10_000
+            ),
+        )
+    paid = raw.get("paidUpstream") or {}
+    staging = r.opt_text(raw.get("stagingEnvFile"), (*p, "stagingEnvFile"))
+    return NooterraApi(
+        api=api,
+        tenant=r.text(raw.get("tenant", "tenant_default"), (*p, "tenant")),
+        ops_token=r.text(raw.get("opsToken", ""), (*p, "opsToken")),
+        env_file=env_file,
+        maintenance=service_name(r, maintenance.get("service"), by_name, (*p, "maintenance", "service")),
+        maintenance_kinds=tuple(maintenance.get("kinds") or ()),
+        maintenance_max_age_s=r.integer(
+            maintenance.get("maxAgeSeconds", 900), (*p, "maintenance", "maxAgeSeconds"), low=1, high=10**8
+        ),
+        required_metrics=tuple(raw.get("requiredMetrics") or ()),
+        max_ops_tokens=r.integer(raw.get("maxOpsTokens", 8), (*p, "maxOpsTokens"), low=1, high=10_000),
+        rate_limit=rate_limit,
+        alert_rules=alert_rules,
+        staging_env_file=staging or None,
+        paid_upstream=service_name(r, paid.get("service"), by_name, (*p, "paidUpstream", "service")),
+        paid_route=r.opt_text(paid.get("route"), (*p, "paidUpstream", "route")),
+    )
+
+
+def service_name(r: _Resolver, name: Any, by_name: Mapping[str, Service], path: PathKey) -> str | None:
+    """``name`` when it names a declared service (None stays None); a located error otherwise."""
+    if name is None:
+        return None
+    if name not in by_name:
+        raise r.fail(path, f"{name!r} is not a declared service")
+    return str(name)

@@ -74,6 +74,8 @@ class PgSession:
     database: str | None = None
     in_recovery: bool | None = None
     server_version: int | None = None
+    # With a schema asked for: how many tables it holds (None: the schema does not exist).
+    schema_tables: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +87,7 @@ class PgConnect:
     dbname: str
     user: str
     password: str | None = field(default=None, repr=False)
+    schema: str | None = None
 
     def observe(self, ctx: Context) -> PgSession:
         """Connect; a server that answered with a refusal is an observation, silence is not."""
@@ -99,11 +102,20 @@ class PgConnect:
                 )
                 row = conn.execute("SELECT current_database(), pg_is_in_recovery()").fetchone()
                 assert row is not None
+                tables = None
+                if self.schema is not None:
+                    found = conn.execute(
+                        "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = n.nspname) "
+                        "FROM pg_namespace n WHERE n.nspname = %s",
+                        (self.schema,),
+                    ).fetchone()
+                    tables = None if found is None else int(found[0])
                 return PgSession(
                     connected=True,
                     database=str(row[0]),
                     in_recovery=bool(row[1]),
                     server_version=conn.info.server_version,
+                    schema_tables=tables,
                 )
         except psycopg.errors.QueryCanceled as exc:
             raise ProbeTimeout(f"postgres at {self.address}:{self.port}: query timed out") from exc

@@ -22,9 +22,19 @@ def health_with_media_type(profile: Profile) -> list[Service]:
     return [s for s in http_health(profile) if s.health is not None and s.health.content_type is not None]
 
 
+def health_with_json(profile: Profile) -> list[Service]:
+    """HTTP services whose health body must carry declared JSON members."""
+    return [s for s in http_health(profile) if s.health is not None and s.health.json]
+
+
 def postgres(profile: Profile) -> list[Service]:
     """PostgreSQL services."""
     return [s for s in profile.services if s.kind == "postgres"]
+
+
+def postgres_with_schema(profile: Profile) -> list[Service]:
+    """PostgreSQL services that declare an application schema."""
+    return [s for s in postgres(profile) if s.schema is not None]
 
 
 def redis(profile: Profile) -> list[Service]:
@@ -84,6 +94,16 @@ def proxies(profile: Profile) -> list[Service]:
 def env_files(profile: Profile) -> list[EnvFile]:
     """Every declared environment file."""
     return list(profile.env_files)
+
+
+def env_files_with_patterns(profile: Profile) -> list[EnvFile]:
+    """Environment files that declare value patterns."""
+    return [e for e in profile.env_files if e.patterns]
+
+
+def env_files_with_absent(profile: Profile) -> list[EnvFile]:
+    """Environment files that declare forbidden keys."""
+    return [e for e in profile.env_files if e.absent]
 
 
 def releases(profile: Profile) -> list[Release]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from conformance.checks import check, expect
 from conformance.envfile import ParsedEnv, parse_env
 from conformance.errors import Undetermined
@@ -106,5 +108,50 @@ def test_env_no_duplicate_keys(target: EnvFile, obs: FileContent) -> None:
         f"{target.path} assigns {detail} more than once",
         reason="env_duplicate_keys",
         observed=sorted(dupes),
+        expected=[],
+    )
+
+
+@check(
+    "config.env.values_match",
+    title="Keys with a declared form carry a value of that form",
+    targets=_select.env_files_with_patterns,
+    observe=read_env,
+    remediation="Give the listed keys in {path} values of the declared form and restart the services that read "
+    "them.",
+)
+def test_env_values_match(target: EnvFile, obs: FileContent) -> None:
+    """Every key with a declared pattern is present and its value matches the pattern in full."""
+    env = _parsed(target, obs).effective()
+    wrong = sorted(k for k, pattern in target.patterns if k not in env or not re.fullmatch(pattern, env[k]))
+    observed = {k: (_MASK.mask_value(k, env[k]) if k in env else "<absent>") for k in wrong}
+    expected = {k: f"matches {p}" for k, p in target.patterns if k in wrong}
+    detail = "; ".join(f"{k}={observed[k]!r} (expected to match {dict(target.patterns)[k]!r})" for k in wrong)
+    expect(
+        not wrong,
+        f"{target.path}: {detail}",
+        reason="env_value_malformed",
+        observed=observed,
+        expected=expected,
+    )
+
+
+@check(
+    "config.env.keys_absent",
+    title="Keys that must not be set are absent from the environment file",
+    targets=_select.env_files_with_absent,
+    observe=read_env,
+    remediation="Remove the listed keys from {path} (they enable a mode the deployment must not run in) and "
+    "restart the services that read it.",
+)
+def test_env_keys_absent(target: EnvFile, obs: FileContent) -> None:
+    """None of the forbidden keys is assigned (even to an empty value)."""
+    env = _parsed(target, obs).effective()
+    present = sorted(k for k in target.absent if k in env)
+    expect(
+        not present,
+        f"{target.path} assigns {', '.join(present)}",
+        reason="env_forbidden_keys",
+        observed=present,
         expected=[],
     )

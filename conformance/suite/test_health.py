@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from conformance.checks import check, expect
+from conformance.errors import Undetermined
 from conformance.probes.datastores import PgConnect, PgPing, PgPingResult, PgSession, RedisPing, RedisReply
 from conformance.probes.http import HttpGet, HttpResponse
 from conformance.profile import HttpExpectation, Profile, Service
@@ -145,6 +148,7 @@ def pg_connect(_: Profile, svc: Service) -> PgConnect:
         dbname=svc.database or "postgres",
         user=svc.db_user or "postgres",
         password=svc.password,
+        schema=svc.schema,
     )
 
 
@@ -191,4 +195,67 @@ def test_redis_ping(target: Service, obs: RedisReply) -> None:
         reason="redis_ping_failed",
         observed=got,
         expected="PONG",
+    )
+
+
+@check(
+    "health.postgres.schema_present",
+    title="The declared schema exists in the database and holds tables",
+    targets=_select.postgres_with_schema,
+    observe=pg_connect,
+    remediation="The application's schema is missing or empty in {name}: check the schema setting the "
+    "application runs with (e.g. PROXY_PG_SCHEMA) and that its migrations ran.",
+)
+def test_postgres_schema_present(target: Service, obs: PgSession) -> None:
+    """A login to the declared database finds the declared schema with at least one table."""
+    if not obs.connected:
+        raise Undetermined(
+            f"cannot log in to {target.database!r}: {obs.error}; see health.postgres.database_connect"
+        )
+    tables = obs.schema_tables
+    expect(
+        tables is not None and tables > 0,
+        f"schema {target.schema!r} in {target.database!r} "
+        + ("does not exist" if tables is None else "holds no tables"),
+        reason="postgres_schema_missing" if tables is None else "postgres_schema_empty",
+        observed="missing" if tables is None else ("empty" if tables == 0 else "present"),
+        expected="present",
+    )
+
+
+@check(
+    "health.http.json_fields",
+    title="Health endpoint's JSON body carries the declared members",
+    targets=_select.health_with_json,
+    observe=health_get,
+    remediation="{name}'s health body reports a problem (see the members that differ): fix what they name, "
+    "e.g. the database connection behind dbOk.",
+)
+def test_json_fields(target: Service, obs: HttpResponse) -> None:
+    """Each declared top-level member of the JSON health body holds exactly the declared value."""
+    want = dict(_health(target).json)
+    try:
+        body = json.loads(obs.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        expect(
+            False,
+            f"GET {obs.url} answered {obs.status} with a body that is not a JSON object: {obs.body_preview(80)!r}",
+            reason="health_body_not_json",
+            observed=obs.body_preview(120),
+            expected=want,
+        )
+        return
+    got = {k: body.get(k, "<absent>") for k in want}
+    wrong = sorted(
+        k for k in want if k not in body or body[k] != want[k] or type(body[k]) is not type(want[k])
+    )
+    expect(
+        not wrong,
+        f"GET {obs.url} answered {obs.status} with {', '.join(f'{k}={got[k]!r}' for k in wrong)}; "
+        f"expected {', '.join(f'{k}={want[k]!r}' for k in wrong)}",
+        reason="health_json_mismatch",
+        observed=got,
+        expected=want,
     )

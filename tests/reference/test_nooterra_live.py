@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from fixtures.nooterra import deployment as dep
 from fixtures.nooterra.deployment import default_state_dir
 from fixtures.registry import REFERENCES
 from gates import report as reports
@@ -18,7 +18,7 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
-    """`reference up nooterra` prints arguments that pass `nooterra-live`; `down` stops everything."""
+    """`reference up nooterra` prints arguments that pass all four gates; `down` stops everything."""
     state = default_state_dir(f"selftest-{WORKER}-live")
     REF.down(state)
     args = REF.up(state)
@@ -28,8 +28,18 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
         stopped = REF.down(state)
     assert code == 0, stdout
     body = reports.verify(tmp_path / "gates" / "nooterra-live.json")
-    assert body["verdict"]["passedChecks"] == body["verdict"]["totalChecks"] >= 12
-    assert "proxy-reference" not in json.dumps(body)  # the database password given with --set is scrubbed
+    assert body["verdict"]["passedChecks"] == body["verdict"]["totalChecks"] >= 60
+    for name in (
+        "serving-mode-boundary-gate",
+        "self-host-topology-bundle-gate",
+        "self-host-upgrade-migration-gate",
+    ):
+        assert reports.verify(tmp_path / "gates" / f"{name}.json")["verdict"]["ok"] is True
+    for written in (tmp_path / "gates").glob("*.json"):
+        text = written.read_text()
+        # the database password, ops token and gateway key secret given to the run are scrubbed
+        assert "proxy-reference" not in text, written
+        assert dep.OPS_TOKEN not in text, written
     assert stopped >= 6
     assert not state.exists()
 

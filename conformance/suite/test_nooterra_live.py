@@ -1,0 +1,572 @@
+"""Nooterra live: the API's controls as a client sees them (digest §5, §6.2).
+
+The auth-mode proxy answers, ops tokens are scoped, the maintenance loop succeeds recently,
+/metrics is closed without a token and complete with one, alert rules read only exported series,
+the rate limit answers 429 with retry-after (never a 5xx), quotas are set, staging and production
+share nothing, and a paid upstream challenges with 402.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conformance import clock
+from conformance import nooterra_live as live
+from conformance.checks import check, expect
+from conformance.envfile import parse_env
+from conformance.errors import Undetermined
+from conformance.nooterra import FileRead
+from conformance.probes.bundle import BundleRead
+from conformance.probes.files import FileContent, ReadFile
+from conformance.probes.http import BurstResult, HttpBurst, HttpGet, HttpResponse
+from conformance.profile import NooterraApi, Profile, Service
+from conformance.redact import MIN_SCRUB_LENGTH, is_secret_key
+
+
+def _cfg(profile: Profile) -> NooterraApi:
+    if profile.nooterra is None:  # the selectors only yield targets of profiles that declare it
+        raise Undetermined("the profile declares no nooterra section")
+    return profile.nooterra
+
+
+def _api(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return [] if cfg is None else [profile.service(cfg.api)]
+
+
+def _api_with_token(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return _api(profile) if cfg is not None and cfg.ops_token else []
+
+
+def _api_with_env(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return _api(profile) if cfg is not None and cfg.env_file is not None else []
+
+
+def _api_with_rate_probe(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return _api(profile) if cfg is not None and cfg.rate_limit is not None and cfg.ops_token else []
+
+
+def _api_with_alert_rules(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return _api(profile) if cfg is not None and cfg.alert_rules is not None else []
+
+
+def _api_with_staging(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    ok = cfg is not None and cfg.env_file is not None and cfg.staging_env_file is not None
+    return _api(profile) if ok else []
+
+
+def _maintenance(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    if cfg is None or cfg.maintenance is None or not cfg.ops_token:
+        return []
+    return [profile.service(cfg.maintenance)]
+
+
+def _maintenance_with_kinds(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    return _maintenance(profile) if cfg is not None and cfg.maintenance_kinds else []
+
+
+def _paid_upstream(profile: Profile) -> list[Service]:
+    cfg = profile.nooterra
+    if cfg is None or cfg.paid_upstream is None or cfg.paid_route is None:
+        return []
+    return [profile.service(cfg.paid_upstream)]
+
+
+def api_request(profile: Profile, path: str, *, token: bool = True, tenant: str | None = None) -> HttpGet:
+    """A GET to the API as the declared tenant, with the ops token unless ``token`` is false."""
+    cfg = _cfg(profile)
+    svc = profile.service(cfg.api)
+    headers = [("x-proxy-tenant-id", tenant or cfg.tenant)]
+    if token:
+        headers.append(("x-proxy-ops-token", cfg.ops_token))
+    return HttpGet(address=svc.bind, port=svc.port, path=path, headers=tuple(headers))
+
+
+def _json(obs: HttpResponse) -> Any:
+    try:
+        return json.loads(obs.body)
+    except ValueError:
+        return None
+
+
+def _env_file(profile: Profile) -> ReadFile:
+    cfg = _cfg(profile)
+    env = next(e for e in profile.env_files if e.name == cfg.env_file)
+    return ReadFile(path=env.path)
+
+
+def _env(obs: FileContent, what: str) -> dict[str, str]:
+    if not obs.readable or obs.text is None:
+        raise Undetermined(f"{what} cannot be read ({obs.error})")
+    return parse_env(obs.text).effective()
+
+
+# --- auth-mode proxy -------------------------------------------------------------------------
+
+
+@check(
+    "nooterra.auth_mode.proxied",
+    title="The API host answers /v1/public/auth-mode through its onboarding proxy",
+    targets=_api,
+    observe=lambda profile, _: api_request(profile, "/v1/public/auth-mode", token=False),
+    remediation="Set PROXY_ONBOARDING_BASE_URL on {name} to the magic-link service's URL and make sure "
+    "magic-link is reachable from the API host.",
+)
+def test_auth_mode(target: Service, obs: HttpResponse) -> None:
+    """200 with a string authMode; a missing proxy (503) and an unreachable one (502) are told apart."""
+    body = _json(obs)
+    code = body.get("code") if isinstance(body, dict) else None
+    mode = body.get("authMode") if isinstance(body, dict) else None
+    if obs.status == 503 and code == "ONBOARDING_PROXY_NOT_CONFIGURED":
+        reason = "onboarding_proxy_not_configured"
+    elif obs.status == 502 and code == "ONBOARDING_PROXY_UNREACHABLE":
+        reason = "onboarding_proxy_unreachable"
+    elif obs.status != 200:
+        reason = "auth_mode_status_unexpected"
+    else:
+        reason = "auth_mode_missing"
+    ok = obs.status == 200 and isinstance(mode, str) and bool(mode)
+    expect(
+        ok,
+        f"GET {obs.url} answered {obs.status}"
+        + (f" {code}" if code else "")
+        + ("" if ok or obs.status != 200 else " without a string authMode"),
+        reason=reason,
+        observed={"status": obs.status, "code": code, "authMode": mode},
+        expected={"status": 200, "authMode": "a non-empty string"},
+    )
+
+
+# --- ops tokens --------------------------------------------------------------------------------
+
+
+@check(
+    "nooterra.ops_auth.scoped",
+    title="The API runs with scoped ops tokens, none without scopes, and few of them",
+    targets=_api,
+    observe=lambda profile, _: api_request(profile, "/healthz", token=False),
+    remediation="Configure PROXY_OPS_TOKENS (token:scope,...;...) on {name}, one narrowly scoped token per "
+    "consumer, and remove the legacy PROXY_OPS_TOKEN.",
+)
+def test_ops_auth_scoped(target: Service, obs: HttpResponse, profile: Profile) -> None:
+    """/healthz opsAuth: mode scoped, no token with empty scopes, effective tokens within the bound."""
+    body = _json(obs)
+    auth = body.get("opsAuth") if isinstance(body, dict) else None
+    if not isinstance(auth, dict):
+        raise Undetermined(f"GET {obs.url} answered {obs.status} without an opsAuth object")
+    bound = _cfg(profile).max_ops_tokens
+    mode, empty, count = (
+        auth.get("mode"),
+        auth.get("scopedTokensEmptyScopesCount"),
+        auth.get("effectiveTokensCount"),
+    )
+    problems = []
+    if mode != "scoped":
+        problems.append(f"opsAuth.mode is {mode!r}")
+    if empty != 0:
+        problems.append(f"{empty} scoped token(s) have empty scopes")
+    if not isinstance(count, int) or count > bound:
+        problems.append(f"{count} effective ops tokens (at most {bound} declared)")
+    expect(
+        not problems,
+        f"{target.name}: {'; '.join(problems)}",
+        reason="ops_auth_legacy" if mode != "scoped" else "ops_auth_not_scoped",
+        observed={"mode": mode, "scopedTokensEmptyScopesCount": empty, "effectiveTokensCount": count},
+        expected={"mode": "scoped", "scopedTokensEmptyScopesCount": 0, "effectiveTokensCount": f"<= {bound}"},
+    )
+
+
+@check(
+    "nooterra.ops_tokens.scoped",
+    title="Every ops token in the API's env file is well formed and narrowly scoped",
+    targets=_api_with_env,
+    observe=lambda profile, _: _env_file(profile),
+    remediation="Rewrite PROXY_OPS_TOKENS in {name}'s env file: one entry per consumer with only the scopes "
+    "it needs; no token may hold every write scope or none.",
+)
+def test_ops_tokens_scoped(target: Service, obs: FileContent) -> None:
+    """PROXY_OPS_TOKENS is set; each entry has known, non-empty scopes and none holds every write scope."""
+    env = _env(obs, obs.path)
+    problems = live.ops_token_problems(env.get("PROXY_OPS_TOKENS"))
+    expect(
+        not problems,
+        f"{obs.path}: {'; '.join(problems)}",
+        reason="ops_tokens_unscoped",
+        observed=problems,
+        expected=[],
+    )
+
+
+# --- maintenance -------------------------------------------------------------------------------
+
+
+@check(
+    "nooterra.maintenance.schedulers_enabled",
+    title="The API reports its maintenance schedulers enabled",
+    targets=_maintenance,
+    observe=lambda profile, _: api_request(profile, "/ops/status"),
+    remediation="Set PROXY_FINANCE_RECONCILE_ENABLED=1 and PROXY_MONEY_RAIL_RECONCILE_ENABLED=1 on the API "
+    "and restart it.",
+)
+def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
+    """/ops/status: ok, finance and money-rail reconciliation enabled (the hosted-baseline rule)."""
+    body = _json(obs)
+    if obs.status != 200 or not isinstance(body, dict):
+        raise Undetermined(f"GET {obs.url} answered {obs.status}: {obs.body_preview(120)!r}")
+    maintenance: dict[str, Any] = body["maintenance"] if isinstance(body.get("maintenance"), dict) else {}
+    state = {
+        kind: (maintenance.get(kind) or {}).get("enabled") is True
+        for kind in ("financeReconciliation", "moneyRailReconciliation")
+    }
+    expect(
+        body.get("ok") is True and all(state.values()),
+        f"GET {obs.url}: ok={body.get('ok')!r}, " + ", ".join(f"{k}.enabled={v}" for k, v in state.items()),
+        reason="maintenance_schedulers_disabled",
+        observed={"ok": body.get("ok"), **state},
+        expected={"ok": True, **dict.fromkeys(state, True)},
+    )
+
+
+@check(
+    "nooterra.maintenance.recent_success",
+    title="Every maintenance job succeeded recently (maintenance_last_success_unixtime)",
+    targets=_maintenance_with_kinds,
+    observe=lambda profile, _: api_request(profile, "/metrics"),
+    remediation="The maintenance loop ({name}) is not running or its jobs fail: check its process and log, "
+    "its DATABASE_URL and PROXY_PG_SCHEMA.",
+)
+def test_maintenance_recent(target: Service, obs: HttpResponse, profile: Profile) -> None:
+    """For each declared kind, the last success is no older than the declared bound."""
+    if obs.status != 200:
+        raise Undetermined(f"GET {obs.url} answered {obs.status}; see nooterra.metrics.series_present")
+    cfg = _cfg(profile)
+    samples = live.metric_samples(obs.body.decode("utf-8", errors="replace"))
+    now = clock.now().timestamp()
+    state: dict[str, str] = {}
+    for kind in cfg.maintenance_kinds:
+        values = [
+            v
+            for labels, v in samples.get("maintenance_last_success_unixtime", [])
+            if labels.get("kind") == kind
+        ]
+        try:
+            last = float(values[0]) if values else None
+        except ValueError:
+            last = None
+        if last is None or last <= 0:
+            state[kind] = "never"
+        else:
+            state[kind] = "recent" if now - last <= cfg.maintenance_max_age_s else "stale"
+    bad = sorted(k for k, v in state.items() if v != "recent")
+    expect(
+        not bad,
+        f"maintenance kinds without a success in the last {cfg.maintenance_max_age_s}s: "
+        + ", ".join(f"{k} ({state[k]})" for k in bad),
+        reason="maintenance_not_succeeding",
+        observed=state,
+        expected=dict.fromkeys(state, "recent"),
+    )
+
+
+# --- metrics and alerts ------------------------------------------------------------------------
+
+
+@check(
+    "nooterra.metrics.requires_auth",
+    title="/metrics is refused without an ops token",
+    targets=_api,
+    observe=lambda profile, _: api_request(profile, "/metrics", token=False),
+    remediation="{name} serves /metrics to anyone: require ops_read on it (do not exempt it from auth).",
+)
+def test_metrics_requires_auth(target: Service, obs: HttpResponse) -> None:
+    """An unauthenticated scrape gets 401 or 403."""
+    expect(
+        obs.status in (401, 403),
+        f"GET {obs.url} without a token answered {obs.status}",
+        reason="metrics_open",
+        observed=obs.status,
+        expected="401 or 403",
+    )
+
+
+@check(
+    "nooterra.metrics.series_present",
+    title="/metrics serves every required series to an ops token",
+    targets=_api_with_token,
+    observe=lambda profile, _: api_request(profile, "/metrics"),
+    remediation="{name}'s /metrics lacks required series: check that the command-center summary does not fail "
+    "(it guards replay_mismatch_gauge and the dispute gauges) and that the token has ops_read.",
+)
+def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) -> None:
+    """200 and every required series name appears as a sample."""
+    if obs.status != 200:
+        expect(
+            False,
+            f"GET {obs.url} with the ops token answered {obs.status}",
+            reason="metrics_unavailable",
+            observed=obs.status,
+            expected=200,
+        )
+        return
+    names = live.metric_names(obs.body.decode("utf-8", errors="replace"))
+    required = list(_cfg(profile).required_metrics)
+    missing = [m for m in required if m not in names]
+    expect(
+        not missing,
+        f"GET {obs.url} lacks {', '.join(missing)}",
+        reason="metrics_missing_series",
+        observed=missing,
+        expected=[],
+    )
+
+
+def _rules_file(profile: Profile) -> BundleRead:
+    cfg, bundle = _cfg(profile), profile.bundle
+    found = bundle.file(cfg.alert_rules) if bundle is not None and cfg.alert_rules else None
+    if found is None:
+        raise Undetermined("the bundle declares no alert rules file")
+    return BundleRead(path=found.path)
+
+
+@check(
+    "nooterra.alerts.rules_valid",
+    title="The alert rules file is present and a valid Prometheus rules file",
+    targets=_api_with_alert_rules,
+    observe=lambda profile, _: _rules_file(profile),
+    remediation="Ship the Prometheus alert rules (deploy/observability/prometheus-rules.yml) with named groups "
+    "of alerting rules, each with alert, expr and a duration in for.",
+)
+def test_alert_rules_valid(target: Service, obs: FileRead) -> None:
+    """The file reads, parses and every alerting rule is well formed."""
+    if obs.text is None:
+        expect(False, f"{obs.path} cannot be read ({obs.error})", reason="alert_rules_missing",
+               observed=obs.error, expected="a readable rules file")  # fmt: skip
+        return
+    rules, problems = live.alert_rules(obs.text)
+    expect(
+        not problems,
+        f"{obs.path}: {'; '.join(problems)}",
+        reason="alert_rules_invalid",
+        observed={"alerts": len(rules), "problems": problems},
+        expected={"problems": []},
+    )
+
+
+@check(
+    "nooterra.alerts.series_exported",
+    title="Every alert rule reads only series the API exports",
+    targets=_api_with_alert_rules,
+    observe=lambda profile, _: {"rules": _rules_file(profile), "metrics": api_request(profile, "/metrics")},
+    remediation="Alert rules on series the API never exports can never fire: fix the expressions or export "
+    "the series.",
+)
+def test_alert_series_exported(target: Service, obs: dict[str, Any]) -> None:
+    """The series each alert expression reads all appear in an authenticated scrape."""
+    rules_file: FileRead = obs["rules"]
+    metrics: HttpResponse = obs["metrics"]
+    if rules_file.text is None:
+        raise Undetermined(f"{rules_file.path} cannot be read; see nooterra.alerts.rules_valid")
+    if metrics.status != 200:
+        raise Undetermined(
+            f"GET {metrics.url} answered {metrics.status}; see nooterra.metrics.series_present"
+        )
+    rules, _ = live.alert_rules(rules_file.text)
+    unknown = live.unknown_series(rules, live.metric_names(metrics.body.decode("utf-8", errors="replace")))
+    expect(
+        not unknown,
+        "alerts on series the API does not export: "
+        + "; ".join(f"{a}: {', '.join(s)}" for a, s in sorted(unknown.items())),
+        reason="alert_rules_unknown_series",
+        observed=unknown,
+        expected={},
+    )
+
+
+# --- rate limits and quotas ----------------------------------------------------------------------
+
+
+def _burst(profile: Profile, _: Service) -> HttpBurst:
+    probe = _cfg(profile).rate_limit
+    if probe is None:
+        raise Undetermined("the profile declares no rate-limit probe")
+    return HttpBurst(
+        request=api_request(profile, probe.path, tenant=probe.tenant), max_requests=probe.max_requests
+    )
+
+
+@check(
+    "nooterra.rate_limit.enforced",
+    title="A burst meets the rate limit: 429 with retry-after, never a 5xx",
+    targets=_api_with_rate_probe,
+    observe=_burst,
+    remediation="Set PROXY_RATE_LIMIT_RPM/BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/BURST) on {name}; an "
+    "exhausted bucket must answer 429 RATE_LIMITED with retry-after.",
+)
+def test_rate_limit(target: Service, obs: BurstResult) -> None:
+    """Some 2xx, then a 429 carrying retry-after; no 5xx and no other 4xx along the way."""
+    if obs.out_of_time and not obs.saw_429:
+        raise Undetermined(f"the burst to {obs.url} ran out of time after {obs.sent} requests")
+    saw_2xx = obs.count(lambda s: 200 <= s < 300) > 0
+    saw_5xx = obs.count(lambda s: s >= 500) > 0
+    other_4xx = obs.count(lambda s: 400 <= s < 500 and s != 429) > 0
+    retry_after = obs.first_429_retry_after is not None and obs.first_429_retry_after.strip().isdigit()
+    observed = {"saw2xx": saw_2xx, "saw429": obs.saw_429, "retryAfter": retry_after, "saw5xx": saw_5xx,
+                "sawUnexpected4xx": other_4xx}  # fmt: skip
+    if saw_5xx:
+        reason = "rate_limit_probe_saw_5xx"
+    elif other_4xx:
+        reason = "rate_limit_probe_saw_unexpected_4xx"
+    elif not saw_2xx:
+        reason = "rate_limit_probe_no_success"
+    elif not obs.saw_429:
+        reason = "rate_limit_probe_expected_429_missing"
+    else:
+        reason = "rate_limit_retry_after_missing"
+    expect(
+        saw_2xx and obs.saw_429 and retry_after and not saw_5xx and not other_4xx,
+        f"{obs.sent} requests to {obs.url}: "
+        + ", ".join(f"{n}x {s}" for s, n in obs.statuses)
+        + ("" if retry_after or not obs.saw_429 else "; the 429 carried no retry-after"),
+        reason=reason,
+        observed=observed,
+        expected={
+            "saw2xx": True,
+            "saw429": True,
+            "retryAfter": True,
+            "saw5xx": False,
+            "sawUnexpected4xx": False,
+        },
+    )
+
+
+QUOTA_PREFIXES = ("PROXY_QUOTA_MAX_", "PROXY_QUOTA_PLATFORM_MAX_")
+
+
+@check(
+    "nooterra.quotas.configured",
+    title="Tenant and platform quotas are configured",
+    targets=_api_with_env,
+    observe=lambda profile, _: _env_file(profile),
+    remediation="Set at least one PROXY_QUOTA_MAX_* and one PROXY_QUOTA_PLATFORM_MAX_* to a positive limit "
+    "in {name}'s env file (0 means unlimited).",
+)
+def test_quotas(target: Service, obs: FileContent) -> None:
+    """Some tenant quota and some platform cap hold a positive value."""
+    env = _env(obs, obs.path)
+    limited = {
+        prefix.rstrip("_"): sorted(k for k, v in env.items() if k.startswith(prefix) and live.positive_int(v))
+        for prefix in QUOTA_PREFIXES
+    }
+    # PROXY_QUOTA_PLATFORM_MAX_* also starts with PROXY_QUOTA_ only through its own prefix
+    missing = [p for p, keys in limited.items() if not keys]
+    expect(
+        not missing,
+        f"{obs.path}: no positive {' and no positive '.join(p + '_*' for p in missing)}",
+        reason="quotas_not_configured",
+        observed=limited,
+        expected=dict.fromkeys(limited, "at least one positive limit"),
+    )
+
+
+# --- staging and production --------------------------------------------------------------------
+
+
+@check(
+    "nooterra.env.staging_separated",
+    title="Staging and production use different databases, secrets and signing keys",
+    targets=_api_with_staging,
+    observe=lambda profile, _: {
+        "production": _env_file(profile),
+        "staging": ReadFile(path=_cfg(profile).staging_env_file or ""),
+    },
+    remediation="Give staging its own database (or schema), its own secrets and its own signer keys; a staging "
+    "compromise must not reach production.",
+)
+def test_staging_separated(target: Service, obs: dict[str, FileContent]) -> None:
+    """No shared database+schema, no shared secret value, no shared signing key."""
+    prod = _env(obs["production"], obs["production"].path)
+    staging = _env(obs["staging"], obs["staging"].path)
+    shared: list[str] = []
+    same_db = prod.get("DATABASE_URL") == staging.get("DATABASE_URL")
+    same_schema = (prod.get("PROXY_PG_SCHEMA") or "public") == (staging.get("PROXY_PG_SCHEMA") or "public")
+    if same_db and same_schema:
+        shared.append("database (DATABASE_URL and PROXY_PG_SCHEMA)")
+    for key in sorted(set(prod) & set(staging)):
+        if len(prod[key]) < MIN_SCRUB_LENGTH or prod[key] != staging[key]:
+            continue  # short values are switches and ports, not secrets
+        if "SIGN" in key.upper():
+            shared.append(f"signing key {key}")
+        elif is_secret_key(key) and key != "DATABASE_URL":
+            shared.append(f"secret {key}")
+    if prod.get("PROXY_OPS_TOKENS") and staging.get("PROXY_OPS_TOKENS"):
+        p_tokens = {e.split(":", 1)[0].strip() for e in prod["PROXY_OPS_TOKENS"].split(";") if e.strip()}
+        s_tokens = {e.split(":", 1)[0].strip() for e in staging["PROXY_OPS_TOKENS"].split(";") if e.strip()}
+        if p_tokens & s_tokens and "secret PROXY_OPS_TOKENS" not in shared:
+            shared.append("an ops token in PROXY_OPS_TOKENS")
+    expect(
+        not shared,
+        f"staging ({obs['staging'].path}) shares with production: {', '.join(shared)}",
+        reason="staging_production_shared",
+        observed=shared,
+        expected=[],
+    )
+
+
+# --- paid upstream -------------------------------------------------------------------------------
+
+
+def _paid_request(profile: Profile, svc: Service) -> HttpGet:
+    route = _cfg(profile).paid_route or "/"
+    return HttpGet(address=svc.bind, port=svc.port, path=route)
+
+
+@check(
+    "nooterra.upstream.payment_challenge",
+    title="The paid upstream answers an unpaid call with a 402 offer in both header forms",
+    targets=_paid_upstream,
+    observe=_paid_request,
+    remediation="{name} must answer an unpaid tool call with 402 and the same parseable offer in "
+    "x-payment-required and PAYMENT-REQUIRED (amount, currency, providerId, toolId).",
+)
+def test_payment_challenge(target: Service, obs: HttpResponse) -> None:
+    """402; x-payment-required and PAYMENT-REQUIRED both present, equal, parseable, with a positive amount."""
+    x_header = obs.header("x-payment-required")
+    plain = next(
+        (v for k, v in obs.headers if k == "PAYMENT-REQUIRED" or k.lower() == "payment-required"), None
+    )
+    offer, error = live.payment_offer(x_header) if x_header is not None else (None, "absent")
+    amount = live.offer_amount(offer) if offer is not None else None
+    problems = []
+    if obs.status != 402:
+        problems.append(f"answered {obs.status}, not 402")
+    if x_header is None:
+        problems.append("no x-payment-required header")
+    elif error is not None:
+        problems.append(f"x-payment-required does not parse: {error}")
+    elif amount is None:
+        problems.append("the offer has no positive amount")
+    if plain is None:
+        problems.append("no PAYMENT-REQUIRED header")
+    elif x_header is not None and plain != x_header:
+        problems.append("PAYMENT-REQUIRED differs from x-payment-required")
+    expect(
+        not problems,
+        f"GET {obs.url}: {'; '.join(problems)}",
+        reason="payment_challenge_missing" if obs.status != 402 else "payment_challenge_malformed",
+        observed={
+            "status": obs.status,
+            "xPaymentRequired": x_header is not None,
+            "paymentRequired": plain is not None,
+            "amountCents": amount,
+            "currency": (offer or {}).get("currency"),
+        },
+        expected={"status": 402, "xPaymentRequired": True, "paymentRequired": True, "amountCents": "> 0"},
+    )
