@@ -11,7 +11,7 @@ from conformance.profile import Profile, load_profile, parse_sets
 from conformance.redact import Redactor
 from conformance.yamlsource import YamlDocument
 from gates import report as reports
-from gates.evaluate import Component, evaluate, evaluate_rollup, exit_code
+from gates.evaluate import Component, Evaluation, evaluate, evaluate_rollup, exit_code
 from gates.gate import Gate, build_gate, components, expand, load_gate, parse_gate, required_checks
 from gates.runner import SuiteProcess
 
@@ -26,18 +26,18 @@ def _gate_names(profile: Profile, names: list[str]) -> list[str]:
 
 
 def _select_gates(profile: Profile, names: list[str]) -> list[Gate]:
-    gates = [load_gate(n) for n in _gate_names(profile, names)]
+    gates = [load_gate(n, profile=profile.name) for n in _gate_names(profile, names)]
     _no_duplicates(gates)
     return gates
 
 
-def _with_components(docs: list[YamlDocument]) -> list[YamlDocument]:
-    """The selected gate files plus the components of any roll-up, components first, each once."""
+def _with_components(docs: list[YamlDocument], profile: Profile) -> list[YamlDocument]:
+    """The selected gate files plus the applicable components of any roll-up, components first, each once."""
     out: dict[str, YamlDocument] = {}
     for doc in docs:
-        for name in components(doc):
+        for name in build_gate(doc, profile=profile.name).applicable(profile.serving_mode):
             if name not in out:
-                comp = parse_gate(name)
+                comp = parse_gate(name, profile=profile.name)
                 if components(comp):
                     raise ConfigError(
                         f"roll-up gate {doc.data['name']!r} names {name!r}, which is itself a roll-up",
@@ -56,6 +56,50 @@ def _drill_declined(instance_id: str) -> dict[str, Any]:
         "message": "a drill changes the target (and restores it), so it runs only when allowed",
         "remediation": "Re-run with --allow-drills to exercise it.",
     }
+
+
+def _supplied(paths: list[Path] | None, profile: Profile) -> dict[str, Component]:
+    """Verified gate reports given with ``--supplied``, by gate name: evidence from an earlier run.
+
+    Each must verify (schema and artifactHash), be a report of this engine's own shape and
+    certify the same profile; anything else is a usage error naming the file.
+    """
+    out: dict[str, Component] = {}
+    for path in paths or []:
+        body = reports.verify(path)
+        if body.get("schemaVersion") != reports.SCHEMA_VERSION:
+            raise ConfigError(
+                f"only {reports.SCHEMA_VERSION} reports can be supplied (this is {body.get('schemaVersion')!r})",
+                source=str(path),
+            )
+        inputs = body["inputs"]
+        if inputs["profile"] != profile.name:
+            raise ConfigError(
+                f"the report certifies profile {inputs['profile']!r}, not {profile.name!r}",
+                source=str(path),
+                location="inputs.profile",
+            )
+        if inputs["gate"] in out:
+            raise ConfigError(f"a report for gate {inputs['gate']!r} is supplied twice", source=str(path))
+        out[inputs["gate"]] = Component(
+            gate=inputs["gate"],
+            report=path.name,
+            evaluation=Evaluation(
+                checks=body["checks"], blocking=body["blockingIssues"], verdict=body["verdict"]
+            ),
+            artifact_hash=body["artifactHash"],
+            supplied=str(path),
+        )
+    return out
+
+
+def _better(ran: Component | None, supplied: Component | None) -> Component | None:
+    """A component's evidence: this run's outcome, unless this run could not decide it (it did not run,
+    or is incomplete) and a supplied report passed. A failure seen now is never outweighed."""
+    undecided = ran is None or ran.evaluation.status == "incomplete"
+    if supplied is not None and supplied.evaluation.status == "pass" and undecided:
+        return supplied
+    return ran
 
 
 def _no_duplicates(gates: list[Gate]) -> None:
@@ -80,6 +124,7 @@ def certify(
     quiet: bool,
     early: SuiteProcess | None = None,
     allow_drills: bool = False,
+    supplied: list[Path] | None = None,
 ) -> int:
     """Run the selected gates against the deployment, write the reports, print the summary.
 
@@ -90,7 +135,10 @@ def certify(
     suite_process = early
     try:
         profile = load_profile(profile_arg, parse_sets(sets))
-        docs = _with_components([parse_gate(n) for n in _gate_names(profile, gate_args)])
+        docs = _with_components(
+            [parse_gate(n, profile=profile.name) for n in _gate_names(profile, gate_args)], profile
+        )
+        supplied_components = _supplied(supplied, profile)
         checks = sorted({c for doc in docs for c in required_checks(doc)})
         from conformance.targets import parse_target
 
@@ -105,7 +153,7 @@ def certify(
                 out=out,
                 allow_drills=allow_drills,
             )
-        gates = [build_gate(doc) for doc in docs]
+        gates = [build_gate(doc, profile=profile.name) for doc in docs]
         _no_duplicates(gates)
         expansions = {g.name: expand(g, profile) for g in gates if not g.rollup}
     except BaseException:
@@ -149,12 +197,14 @@ def certify(
     for gate in sorted(gates, key=lambda g: g.rollup):  # components before the roll-ups that read them
         report_components = None
         if gate.rollup:
-            evaluation = evaluate_rollup(gate, [done[n] for n in gate.components if n in done])
+            applicable = gate.applicable(profile.serving_mode)
+            chosen = {n: _better(done.get(n), supplied_components.get(n)) for n in applicable}
+            used = {n: c for n, c in chosen.items() if c is not None}
+            evaluation = evaluate_rollup(gate, list(used.values()), applicable)
             report_components = [
-                {"gate": n, "report": done[n].report, "status": done[n].evaluation.status,
-                 "artifactHash": done[n].artifact_hash}
-                for n in gate.components
-                if n in done
+                {"gate": n, "report": c.report, "status": c.evaluation.status, "artifactHash": c.artifact_hash,
+                 **({"supplied": c.supplied} if c.supplied else {})}
+                for n, c in used.items()
             ]  # fmt: skip
         else:
             evaluation = evaluate(gate, expansions[gate.name], results)

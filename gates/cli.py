@@ -74,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
         help="run drills (deploy/rollback exercises that change the target and restore it); "
         "without it they are reported not run and gates requiring them stay incomplete",
     )
+    run.add_argument(
+        "--supplied",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="REPORT",
+        help="a verified gate report from an earlier run of the same profile; a roll-up counts it for a "
+        "component this run could not decide (repeatable)",
+    )
 
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
     lst.add_argument("--profile", required=True, metavar="NAME|PATH")
@@ -179,6 +188,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         stderr=err,
         quiet=args.quiet,
         allow_drills=args.allow_drills,
+        supplied=args.supplied,
     )
 
 

@@ -114,18 +114,22 @@ class Component:
     report: str
     evaluation: Evaluation
     artifact_hash: str
+    supplied: str | None = None  # the path of a verified report given with --supplied, not run here
 
 
-def evaluate_rollup(gate: Gate, components: list[Component]) -> Evaluation:
-    """Fail if any component gate failed; else incomplete unless every component passed.
+def evaluate_rollup(
+    gate: Gate, components: list[Component], applicable: tuple[str, ...] | None = None
+) -> Evaluation:
+    """Fail if any applicable component gate failed; else incomplete unless every one passed.
 
-    Each component is one entry in ``checks``; every blocking issue of every component is
-    repeated, prefixed with the roll-up and component names, so the roll-up names them all.
+    Each applicable component (all of them unless ``applicable`` narrows them, e.g. to the
+    profile's serving mode) is one entry in ``checks``; every blocking issue of every component
+    is repeated, prefixed with the roll-up and component names, so the roll-up names them all.
     """
     by_name = {c.gate: c for c in components}
     checks: list[dict[str, Any]] = []
     blocking: list[dict[str, Any]] = []
-    for name in gate.components:
+    for name in gate.components if applicable is None else applicable:
         comp = by_name.get(name)
         entry_id = f"gate.verdict.pass[{name}]"
         if comp is None:
@@ -162,7 +166,12 @@ def evaluate_rollup(gate: Gate, components: list[Component]) -> Evaluation:
             "detail": {
                 "title": f"Component gate {name} passes",
                 "message": message,
-                "observed": {"status": status, "report": comp.report, "artifactHash": comp.artifact_hash},
+                "observed": {
+                    "status": status,
+                    "report": comp.report,
+                    "artifactHash": comp.artifact_hash,
+                    **({"supplied": comp.supplied} if comp.supplied else {}),
+                },
                 "expected": {"status": "pass"},
                 "remediation": None if status == "pass" else f"Resolve the blocking issues of {comp.report}.",
             },

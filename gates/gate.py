@@ -41,7 +41,14 @@ class Gate:
     sha256: str
     requires: tuple[Requirement, ...]
     components: tuple[str, ...] = ()  # a roll-up gate: the gates it decides over
+    # component -> the serving modes it is required in (absent: every mode)
+    component_modes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     format: str = "gates"  # the report shape (see gates.formats)
+
+    def applicable(self, serving_mode: str | None) -> tuple[str, ...]:
+        """The components required of a deployment that declares ``serving_mode``."""
+        modes = dict(self.component_modes)
+        return tuple(c for c in self.components if c not in modes or serving_mode in modes[c])
 
     @property
     def rollup(self) -> bool:
@@ -49,21 +56,37 @@ class Gate:
         return bool(self.components)
 
 
-def builtin_gates() -> list[str]:
-    """Names of the gates shipped with the suite."""
-    return sorted(p.stem for p in DEFINITIONS.glob("*.yaml"))
+def builtin_gates(profile: str | None = None) -> list[str]:
+    """Names of the gates shipped with the suite (with ``profile``: including that profile's own)."""
+    names = {p.stem for p in DEFINITIONS.glob("*.yaml")}
+    if profile is not None:
+        names |= {p.stem for p in (DEFINITIONS / profile).glob("*.yaml")}
+    return sorted(names)
 
 
-def parse_gate(name_or_path: str) -> YamlDocument:
-    """Read and schema-validate a gate file (built-in name or path) without resolving its check ids."""
-    builtin = DEFINITIONS / f"{name_or_path}.yaml"
-    if "/" not in name_or_path and builtin.is_file():
-        path, display = builtin, f"builtin:{name_or_path}"
+def builtin_path(name: str, profile: str | None = None) -> Path | None:
+    """The built-in definition of ``name``: the profile's own (``definitions/<profile>/``) first."""
+    if profile is not None and (DEFINITIONS / profile / f"{name}.yaml").is_file():
+        return DEFINITIONS / profile / f"{name}.yaml"
+    path = DEFINITIONS / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def parse_gate(name_or_path: str, *, profile: str | None = None) -> YamlDocument:
+    """Read and schema-validate a gate file (built-in name or path) without resolving its check ids.
+
+    A built-in name resolves to the profile's own definition when ``profile`` ships one
+    (``gates/definitions/<profile>/<name>.yaml``), else to the shared one.
+    """
+    builtin = builtin_path(name_or_path, profile) if "/" not in name_or_path else None
+    if builtin is not None:
+        own = builtin.parent != DEFINITIONS
+        path, display = builtin, f"builtin:{profile}/{name_or_path}" if own else f"builtin:{name_or_path}"
     elif Path(name_or_path).is_file():
         path, display = Path(name_or_path), name_or_path
     else:
         raise ConfigError(
-            f"unknown gate {name_or_path!r}: not a built-in ({', '.join(builtin_gates())}) and no such file",
+            f"unknown gate {name_or_path!r}: not a built-in ({', '.join(builtin_gates(profile))}) and no such file",
             source="<argument --gate>",
         )
     doc = load_yaml(path, source=display)
@@ -78,18 +101,26 @@ def required_checks(doc: YamlDocument) -> list[str]:
 
 def components(doc: YamlDocument) -> list[str]:
     """The component gates a parsed roll-up gate names (none for a check gate)."""
-    return [str(name) for name in doc.data.get("gates", [])]
+    return [str(c if isinstance(c, str) else c["gate"]) for c in doc.data.get("gates", [])]
 
 
-def build_gate(doc: YamlDocument) -> Gate:
+def _component_modes(doc: YamlDocument) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple(
+        (str(c["gate"]), tuple(str(m) for m in c["servingModes"]))
+        for c in doc.data.get("gates", [])
+        if isinstance(c, dict)
+    )
+
+
+def build_gate(doc: YamlDocument, *, profile: str | None = None) -> Gate:
     """Turn a parsed gate file into a `Gate`; an unknown check id is a `ConfigError` naming the line."""
     from conformance.checks import known_check
 
     requires = []
     for i, name in enumerate(components(doc)):
-        if not (DEFINITIONS / f"{name}.yaml").is_file() or name == doc.data["name"]:
+        if builtin_path(name, profile) is None or name == doc.data["name"]:
             raise ConfigError(
-                f"unknown component gate {name!r} (built-in gates: {', '.join(builtin_gates())})",
+                f"unknown component gate {name!r} (built-in gates: {', '.join(builtin_gates(profile))})",
                 source=doc.source,
                 location=doc.locate(("gates", i)) or f"gates[{i}]",
             )
@@ -109,6 +140,7 @@ def build_gate(doc: YamlDocument) -> Gate:
         sha256=doc.sha256,
         requires=tuple(requires),
         components=tuple(components(doc)),
+        component_modes=_component_modes(doc),
     )
     if report_format != "gates":
         from gates import formats
@@ -118,9 +150,9 @@ def build_gate(doc: YamlDocument) -> Gate:
     return gate
 
 
-def load_gate(name_or_path: str) -> Gate:
-    """Load a built-in gate by name or a gate file by path; unknown check ids are a `ConfigError`."""
-    return build_gate(parse_gate(name_or_path))
+def load_gate(name_or_path: str, *, profile: str | None = None) -> Gate:
+    """Load a built-in gate by name (the profile's own first) or a gate file by path."""
+    return build_gate(parse_gate(name_or_path, profile=profile), profile=profile)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

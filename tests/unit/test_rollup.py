@@ -111,3 +111,73 @@ def test_bad_rollup_definitions_exit_2(tmp_path: Path, body: str, needle: str) -
         load_gate(str(path))
     assert str(path) in info.value.render()
     assert needle in info.value.render()
+
+
+def test_components_can_be_required_in_some_serving_modes_only(tmp_path: Path) -> None:
+    """A component listed with servingModes is required only of deployments declaring one of them."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "schemaVersion: gates.gate/v1\nname: r\nreport: r.json\n"
+        "gates: [runtime-health, {gate: runtime-topology, servingModes: [self-host]}]\n"
+    )
+    gate = load_gate(str(path))
+    assert gate.applicable("self-host") == ("runtime-health", "runtime-topology")
+    assert gate.applicable("hosted") == ("runtime-health",)
+    assert gate.applicable(None) == ("runtime-health",)
+    ev = evaluate_rollup(gate, [component("runtime-health", "pass")], gate.applicable("hosted"))
+    assert ev.status == "pass"
+    assert evaluate_rollup(
+        gate, [component("runtime-health", "pass")], gate.applicable("self-host")
+    ).status == ("incomplete")
+
+
+def test_a_profile_may_ship_its_own_definition_of_a_gate_name() -> None:
+    """`gates/definitions/<profile>/<name>.yaml` wins over the shared definition for that profile only."""
+    shared = load_gate("production-readiness")
+    own = load_gate("production-readiness", profile="nooterra")
+    assert own.source == "builtin:nooterra/production-readiness"
+    assert shared.source == "builtin:production-readiness"
+    assert set(own.components) != set(shared.components)
+    assert load_gate("production-readiness", profile="oroboros").source == "builtin:production-readiness"
+
+
+def _written(tmp_path: Path, name: str, outcome: str, profile_name: str = "oroboros") -> Path:
+    profile = load_profile(profile_name, {"serving_mode": "self-host"} if profile_name == "nooterra" else {})
+    comp = component(name, outcome)
+    body = reports.build(check_gate(name), profile, comp.evaluation, target="local", captured_at=None,
+                         redactor=Redactor(frozenset()))  # fmt: skip
+    path = tmp_path / f"{name}-{outcome}.json"
+    reports.write(body, path)
+    return path
+
+
+def test_supplied_reports_count_only_where_this_run_could_not_decide(tmp_path: Path) -> None:
+    """A verified passing report stands in for a component that did not run or is incomplete, never for a failure."""
+    from gates.certify import _better, _supplied
+
+    profile = load_profile("oroboros", {})
+    supplied = _supplied([_written(tmp_path, "paid", "pass")], profile)["paid"]
+    assert supplied.supplied is not None
+    assert _better(None, supplied) is supplied
+    assert _better(component("paid", "error"), supplied) is supplied
+    failed = component("paid", "fail")
+    assert _better(failed, supplied) is failed
+    passed = component("paid", "pass")
+    assert _better(passed, supplied) is passed
+    ev = evaluate_rollup(rollup("paid"), [supplied])
+    assert ev.status == "pass"
+    assert ev.checks[0]["detail"]["observed"]["supplied"] == supplied.supplied
+
+
+def test_supplied_reports_must_verify_and_match_the_profile(tmp_path: Path) -> None:
+    """A tampered report, or one of another profile, is a usage error naming the file."""
+    from gates.certify import _supplied
+
+    profile = load_profile("oroboros", {})
+    other = _written(tmp_path, "paid", "pass", profile_name="nooterra")
+    with pytest.raises(ConfigError, match="certifies profile 'nooterra'"):
+        _supplied([other], profile)
+    tampered = _written(tmp_path, "live", "pass")
+    tampered.write_text(tampered.read_text().replace('"passedChecks": 1', '"passedChecks": 2'))
+    with pytest.raises(ConfigError, match="artifactHash does not match"):
+        _supplied([tampered], profile)
