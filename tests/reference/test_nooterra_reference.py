@@ -281,7 +281,7 @@ class TestHealth:
 
     def test_run_arguments(self, healthy: Instance) -> None:
         """`up` returns `gates run` arguments naming the profile and every port."""
-        assert healthy.args[:4] == ["--profile", "nooterra", "--gate", "nooterra-live"]
+        assert healthy.args[:4] == ["--profile", "nooterra", "--gate", "production-readiness"]
         for name in ("api", "magic_link", "gateway", "upstream", "postgres"):
             assert f"ports.{name}={healthy.ports[name]}" in healthy.args
         assert dep.OPS_TOKEN not in " ".join(healthy.args)
