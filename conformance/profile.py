@@ -148,6 +148,32 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UpgradeDrill:
+    """How to rehearse an upgrade on a scratch copy of one PostgreSQL schema (see `conformance.probes.pgdrill`)."""
+
+    service: str  # the postgres service; also the check target's name
+    schema: str
+    migrate: str  # empty: no drill declared
+    rollback: str
+    migrations_table: str
+    migrations_column: str
+    scratch_database: str  # empty: the service's database
+    scratch_schema: str  # empty: the default scratch schema
+    pg_bindir: str
+    live_tables: tuple[str, ...]
+    source_release: str
+    target_release: str
+    schema_env: str
+    url_env: str
+    timeout_s: int
+
+    @property
+    def name(self) -> str:
+        """The drill's target name: its postgres service."""
+        return self.service
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Slot:
     """A preview slot: a web surface proxying /api to its own api, bound to its own database."""
 
@@ -289,6 +315,7 @@ class Profile:
     serving_mode: str | None = None
     bundle: Bundle | None = None
     nooterra: NooterraApi | None = None
+    upgrade_drill: UpgradeDrill | None = None
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -642,6 +669,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         serving_mode=r.opt_text(data.get("servingMode"), ("servingMode",)),
         bundle=bundle,
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
+        upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
@@ -684,6 +712,55 @@ def _drill(r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Servi
         else tuple(s.unit for s in services if s.unit),
         complete_marker=r.text(raw.get("completeMarker", ".deploy-meta"), (*p, "completeMarker")),
         timeout_s=int(raw.get("timeoutSeconds", 180)),
+    )
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _upgrade_drill(
+    r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Service]
+) -> UpgradeDrill | None:
+    if raw is None:
+        return None
+    p: PathKey = ("upgradeDrill",)
+    if not any(s.name == raw["service"] and s.kind == "postgres" for s in services):
+        raise r.fail((*p, "service"), f"{raw['service']!r} is not a declared postgres service")
+
+    def text(key: str, default: str = "") -> str:
+        return r.text(raw.get(key, default), (*p, key)).strip()
+
+    def named(key: str, default: str, pattern: re.Pattern[str], what: str) -> str:
+        value = text(key, default)
+        if value and not pattern.match(value):
+            raise r.fail((*p, key), f"{key} must be {what}, got {value!r}")
+        return value
+
+    live = tuple(t.strip() for t in text("liveTables").split(",") if t.strip())
+    for table in live:
+        if not _IDENT.match(table):
+            raise r.fail((*p, "liveTables"), f"liveTables must list table names, got {table!r}")
+    schema = text("schema")
+    if not schema:
+        raise r.fail((*p, "schema"), "the drill needs the schema to back up")
+    return UpgradeDrill(
+        service=raw["service"],
+        schema=schema,
+        migrate=text("migrate"),
+        rollback=text("rollback"),
+        migrations_table=named("migrationsTable", "schema_migrations", _IDENT, "a table name")
+        or "schema_migrations",
+        migrations_column=named("migrationsColumn", "version", _IDENT, "a column name") or "version",
+        scratch_database=text("scratchDatabase"),
+        scratch_schema=text("scratchSchema"),
+        pg_bindir=text("pgBindir").rstrip("/"),
+        live_tables=live,
+        source_release=text("sourceRelease"),
+        target_release=text("targetRelease"),
+        schema_env=named("schemaEnv", "", _ENV_NAME, "an environment variable name"),
+        url_env=named("urlEnv", "", _ENV_NAME, "an environment variable name"),
+        timeout_s=r.integer(raw.get("timeoutSeconds", 600), (*p, "timeoutSeconds"), low=10, high=86400),
     )
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.profile import EnvFile, Guardrail, Profile, Release, Route, Service, Slot, Smoke, Timer
+from conformance.profile import (
+    EnvFile,
+    Guardrail,
+    Profile,
+    Release,
+    Route,
+    Service,
+    Slot,
+    Smoke,
+    Timer,
+    UpgradeDrill,
+)
 
 
 def http_health(profile: Profile) -> list[Service]:
@@ -178,3 +189,9 @@ def smoke_harnesses(profile: Profile) -> list[Smoke]:
 def drills(profile: Profile) -> list[Release]:
     """The release layout, when it declares a deploy/rollback drill."""
     return [profile.release] if profile.release is not None and profile.release.drill is not None else []
+
+
+def upgrade_drills(profile: Profile) -> list[UpgradeDrill]:
+    """The upgrade drill on the declared PostgreSQL schema, when the profile names a migrate command."""
+    drill = profile.upgrade_drill
+    return [drill] if drill is not None and drill.migrate else []

@@ -9,6 +9,10 @@ observation is the upstream ``detail``. Where this engine could not observe (``e
 ``skip``, ``not_run``), the check is written as failed with this engine's reason code, never
 as passed; a check upstream leaves out when its prerequisite failed (the compose file or the
 report it parses is unreadable) is left out the same way.
+
+Rows whose upstream id starts with ``gates_`` are this engine's extensions (upstream has no such
+prefix): the upgrade drill's checks, which target the postgres service rather than the bundle and
+appear only where the profile declares the drill.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from conformance.redact import Redactor
 from gates.evaluate import Evaluation
 from gates.gate import Gate
 
-TARGET = "bundle"  # every check these reports carry targets the profile's deployment bundle
+TARGET = "bundle"  # the checks upstream's scripts make target the profile's deployment bundle
+DRILL_TARGET = "postgres"  # the upgrade drill's checks target the database service
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +42,7 @@ class Row:
     upstream: str
     after: tuple[str, ...] = ()  # upstream checks whose failure makes upstream leave this one out
     code_on_pass: str | None = None  # upstream writes a failureCode even on a pass
+    target: str = TARGET  # the target of the check instance this row reports
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,23 +72,24 @@ class UpstreamFormat:
         return next((r for r in self.rows if r.check == check), None)
 
     def check(self, gate: Gate) -> None:
-        """Every check the gate requires must map to an upstream check id, on the bundle target only."""
+        """Every check the gate requires must map to an upstream check id, on its row's target only."""
         for req in gate.requires:
-            if self._row(req.check) is None:
+            row = self._row(req.check)
+            if row is None:
                 raise ConfigError(
                     f"report format {self.name!r} has no upstream check id for {req.check}; it can report: "
                     f"{', '.join(r.check for r in self.rows)}",
                     source=gate.source,
                 )
-            if req.targets is not None and list(req.targets) != [TARGET]:
+            if req.targets is not None and list(req.targets) != [row.target]:
                 raise ConfigError(
-                    f"report format {self.name!r} reports only the {TARGET!r} target of {req.check}",
+                    f"report format {self.name!r} reports only the {row.target!r} target of {req.check}",
                     source=gate.source,
                 )
 
     def instance_ids(self) -> Mapping[str, str]:
         """Upstream check id → the engine's check instance id."""
-        return {r.upstream: instance_id(r.check, TARGET) for r in self.rows}
+        return {r.upstream: instance_id(r.check, r.target) for r in self.rows}
 
     def build(
         self,
@@ -367,6 +374,17 @@ SELF_HOST_UPGRADE_MIGRATION = UpstreamFormat(
             check="upgrade.topology_report.fresh",
             upstream="self_host_topology_bundle_report_fresh",
             after=_REPORT,
+        ),
+        *(
+            Row(check=f"upgrade.drill.{check}", upstream=f"gates_drill_{upstream}", target=DRILL_TARGET)
+            for check, upstream in (
+                ("backup_manifest", "backup_manifest_recorded"),
+                ("restore_matches", "restore_matches_source"),
+                ("migration_advances", "migration_advances_schema_version"),
+                ("rollback_restores", "rollback_restores_source"),
+                ("scratch_removed", "scratch_objects_removed"),
+                ("source_unchanged", "source_schema_unchanged"),
+            )
         ),
     ),
     sources=(

@@ -4,46 +4,102 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from fixtures.nooterra import deployment as dep
-from fixtures.nooterra.deployment import default_state_dir
+from fixtures.nooterra.deployment import SCHEMA, Plan, db_dsn, default_state_dir
 from fixtures.registry import REFERENCES
+from fixtures.state import read_state
+from gates import formats
 from gates import report as reports
-from gates.testing import run_cli, run_with_fault
+from gates.testing import not_passing, run_cli, run_with_fault
 
 REF = REFERENCES["nooterra"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+def _ports(state: Path) -> Plan:
+    """The running instance's ports, as a plan to derive its database DSN from."""
+    return Plan(state=state, ports={str(k): int(v) for k, v in read_state(state)["ports"].items()})
+
+
+DRILL_CHECKS = sorted(
+    f"upgrade.drill.{c}[postgres]"
+    for c in ("backup_manifest", "restore_matches", "migration_advances", "rollback_restores", "scratch_removed",
+              "source_unchanged")
+)  # fmt: skip
+UPGRADE_REPORT = "self-host-upgrade-migration-gate.json"
+
+
+def _drill_checks(out: Path) -> dict[str, dict[str, Any]]:
+    """The upgrade report's drill checks by check instance id."""
+    body = reports.verify(out / "gates" / UPGRADE_REPORT)
+    ids = formats.get("nooterra-self-host-upgrade-migration").instance_ids()
+    return {ids[c["id"]]: c for c in body["checks"] if c["id"].startswith("gates_drill_")}
+
+
 def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
-    """`reference up nooterra` prints arguments that pass all four gates; `down` stops everything."""
+    """`reference up nooterra` prints arguments that pass all Nooterra gates, the upgrade drill included.
+
+    Without --allow-drills the upgrade gate (and so production-readiness) is incomplete (exit 3) with
+    exactly the drill checks not run; with it every gate passes and the database holds nothing but the
+    production schema afterwards; a scratch target equal to the production schema is refused. No
+    secret given to the runs reaches any file they write. `down` stops everything.
+    """
     state = default_state_dir(f"selftest-{WORKER}-live")
     REF.down(state)
     args = REF.up(state)
+    runs = {name: tmp_path / name for name in ("plain", "drills", "refused")}
     try:
-        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
+        plain = run_cli("run", *args, "--out", str(runs["plain"]), "--quiet")
+        drills = run_cli("run", *args, "--allow-drills", "--out", str(runs["drills"]), "--quiet")
+        refused = run_cli("run", *args, "--allow-drills", "--set", f"drill.scratch_schema={SCHEMA}",
+                          "--out", str(runs["refused"]), "--quiet")  # fmt: skip
+        with psycopg.connect(db_dsn(_ports(state))) as conn:
+            schemas = {
+                r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%'")
+            }
     finally:
         stopped = REF.down(state)
-    assert code == 0, stdout
-    body = reports.verify(tmp_path / "gates" / "nooterra-live.json")
+    assert plain[0] == 3, plain[1]
+    body = reports.verify(runs["plain"] / "gates" / "nooterra-live.json")
     assert body["verdict"]["passedChecks"] == body["verdict"]["totalChecks"] >= 55
-    readiness = reports.verify(tmp_path / "gates" / "production-readiness.json")
+    not_run = _drill_checks(runs["plain"])
+    assert sorted(not_run) == DRILL_CHECKS
+    assert {c["failureCode"] for c in not_run.values()} == {"drill_not_allowed"}
+    assert not_passing(runs["plain"]) == {}
+
+    assert drills[0] == 0, drills[1]
+    readiness = reports.verify(runs["drills"] / "gates" / "production-readiness.json")
     assert [c["gate"] for c in readiness["components"]] == [
         "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration"
     ]  # fmt: skip
-    for name in (
-        "serving-mode-boundary-gate",
-        "self-host-topology-bundle-gate",
-        "self-host-upgrade-migration-gate",
-    ):
-        assert reports.verify(tmp_path / "gates" / f"{name}.json")["verdict"]["ok"] is True
-    for written in (tmp_path / "gates").glob("*.json"):
-        text = written.read_text()
-        # the database password, ops token and gateway key secret given to the run are scrubbed
-        assert "proxy-reference" not in text, written
-        assert dep.OPS_TOKEN not in text, written
+    for name in ("serving-mode-boundary-gate", "self-host-topology-bundle-gate", UPGRADE_REPORT[:-5]):
+        assert reports.verify(runs["drills"] / "gates" / f"{name}.json")["verdict"]["ok"] is True
+    checks = _drill_checks(runs["drills"])
+    assert sorted(checks) == DRILL_CHECKS
+    assert all(c["ok"] for c in checks.values())
+    manifest = checks["upgrade.drill.backup_manifest[postgres]"]["detail"]["manifest"]
+    assert manifest["schemaVersion"] == "SelfHostUpgradeBackupManifest.v1"
+    assert [a["path"] for a in manifest["artifacts"]] == [f"postgres/{SCHEMA}.sql"]
+    migration = checks["upgrade.drill.migration_advances[postgres]"]["detail"]
+    assert (migration["versionBefore"]["max"], migration["versionAfter"]["max"]) == ("1", "2")
+    for run in runs.values():
+        for path in run.rglob("*"):
+            if path.is_file():
+                text = path.read_text(errors="replace")
+                # the database password and ops token given with --set are scrubbed
+                assert "proxy-reference" not in text, path
+                assert dep.OPS_TOKEN not in text, path
+                assert "gates-upgrade-drill." not in text, path  # the random scratch directory stays out
+
+    assert refused[0] == 3, refused[1]
+    errors = _drill_checks(runs["refused"])
+    assert {c["failureCode"] for c in errors.values()} == {"drill_refused"}
+    assert schemas == {"public", SCHEMA, "information_schema"}
     assert stopped >= 6
     assert not state.exists()
 
@@ -52,6 +108,6 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
 def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The fault makes exactly its declared check instances fail or error."""
     state = default_state_dir(f"selftest-{WORKER}-live-fault")
-    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path)
+    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path, allow_drills=fault.drill)
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout

@@ -85,3 +85,20 @@ class TestSshTarget:
         assert {c["status"] for c in checks if c["failureCode"] != "drill_not_allowed"} == {"error"}
         readiness = next(r for r in reports if "components" in r)
         assert readiness["verdict"]["status"] == "incomplete"
+
+    def test_nooterra_upgrade_drill_over_ssh(self, server: sshd.SshServer, tmp_path: Path) -> None:
+        """The upgrade drill runs pg_dump, psql and the migrate commands over SSH and queries through forwards."""
+        nooterra = REFERENCES["nooterra"]
+        state = default_state_dir(f"selftest-{WORKER}-ssh-nooterra")
+        nooterra.down(state)
+        args = nooterra.up(state)
+        try:
+            code, stdout, _ = run_cli("run", *args, "--allow-drills", "--target", server.target,
+                                      "--out", str(tmp_path), "--quiet")  # fmt: skip
+        finally:
+            nooterra.down(state)
+        assert code == 0, stdout
+        report = json.loads((tmp_path / "gates" / "self-host-upgrade-migration-gate.json").read_text())
+        drill = [c for c in report["checks"] if c["id"].startswith("gates_drill_")]
+        assert len(drill) == 6
+        assert all(c["ok"] for c in drill)
