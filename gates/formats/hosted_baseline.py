@@ -39,6 +39,12 @@ RATE_LIMIT = "nooterra.rate_limit.enforced"
 # upstream probes these always; the rate-limit probe only when asked (its object is null otherwise)
 REQUIRED = (HEALTHZ, OPS_STATUS, OPS_CONFIG, METRICS, BILLING)
 OPTIONAL = (RATE_LIMIT,)
+POLICY_SUMMARY_KEYS = (
+    "schemaVersion",
+    "requireApprovalAboveCents",
+    "strictEvidenceRefs",
+    "highRiskActionTypesCount",
+)
 # report object → the check whose observation it records
 ROWS = {
     "healthz": HEALTHZ,
@@ -54,6 +60,13 @@ ROWS = {
 def artifact_hash(report: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the report without ``artifactHash`` and ``signature`` (§7.6.3)."""
     return canonical_hash({k: v for k, v in report.items() if k not in UNSIGNED})
+
+
+def _in_order(value: Any, keys: tuple[str, ...]) -> Any:
+    """``value`` with ``keys`` first, in upstream's order (recorded observations come back sorted)."""
+    if not isinstance(value, Mapping):
+        return value
+    return {**{k: value[k] for k in keys if k in value}, **{k: v for k, v in value.items() if k not in keys}}
 
 
 def _observed(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -82,7 +95,7 @@ def ops_status_row(obs: Mapping[str, Any] | None) -> dict[str, Any]:
         "ok": ok,
         "statusCode": obs.get("statusCode"),
         "maintenanceSchedulersEnabled": enabled,
-        "summary": obs.get("summary") if ok else None,
+        "summary": _in_order(obs.get("summary"), ("process", "maintenance")) if ok else None,
     }
 
 
@@ -94,9 +107,13 @@ def ops_config_rows(obs: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict
     config = {
         "ok": obs.get("statusCode") == 200,
         "statusCode": obs.get("statusCode"),
-        "s8Approval": obs.get("s8Approval"),
+        "s8Approval": _in_order(obs.get("s8Approval"), ("enforceX402AuthorizePayment", "policyConfigured")),
     }
-    return config, rollout if isinstance(rollout, dict) else hosted.s8_rollout(None)
+    if not isinstance(rollout, dict):
+        return config, hosted.s8_rollout(None)
+    rollout = _in_order(rollout, tuple(hosted.s8_rollout(None)))
+    rollout["policySummary"] = _in_order(rollout.get("policySummary"), POLICY_SUMMARY_KEYS)
+    return config, rollout
 
 
 def metrics_row(obs: Mapping[str, Any] | None, required: tuple[str, ...]) -> dict[str, Any]:
@@ -122,7 +139,11 @@ def billing_row(obs: Mapping[str, Any] | None) -> dict[str, Any]:
     if obs is None:
         return {"ok": False, "statusCode": None, "validation": hosted.billing_request_failed()}
     validation = obs.get("validation")
-    if not isinstance(validation, dict):
+    if isinstance(validation, dict):
+        validation = _in_order(validation, ("ok", "failures", "summary"))
+        if "summary" in validation:
+            validation["summary"] = _in_order(validation["summary"], ("schemaVersion", "planIds"))
+    else:
         validation = hosted.billing_request_failed()
     return {
         "ok": obs.get("statusCode") == 200 and validation.get("ok") is True,

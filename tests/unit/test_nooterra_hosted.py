@@ -353,6 +353,19 @@ class TestReport:
         assert report["artifactHash"] == independent_hash(report)
         assert reports.schema_for(report) == "nooterra-hosted-baseline-evidence"
 
+    def test_rows_keep_upstreams_member_order(self) -> None:
+        """Recorded observations come back with sorted keys; the rows are written in upstream's order."""
+        recorded = json.loads(json.dumps(passing(), sort_keys=True))
+        report = build(recorded)
+        assert report == build(passing())
+        assert list(report["checks"]["s8ApprovalRollout"]) == [
+            "ok", "enforceX402AuthorizePayment", "policyPresent", "policyShapeValid", "failureCode", "message",
+            "policySummary",
+        ]  # fmt: skip
+        assert list(report["checks"]["s8ApprovalRollout"]["policySummary"]) == list(hb.POLICY_SUMMARY_KEYS)
+        assert list(report["checks"]["billingCatalog"]["validation"]) == ["ok", "failures", "summary"]
+        assert list(report["checks"]["opsStatus"]["summary"]) == ["process", "maintenance"]
+
     def test_same_observations_same_hash(self) -> None:
         """Identical observations give the identical report; capturedAt is hashed, latency is not recorded."""
         first = build(passing())
