@@ -523,6 +523,12 @@ class TestFormatRules:
         with pytest.raises(ConfigError, match="needs a signing key file"):
             nooterra(**{"hosted.signature_key_id": "k1"})
 
+    def test_required_by_production_readiness_in_hosted_mode_only(self) -> None:
+        """The Nooterra roll-up counts hosted-baseline for hosted deployments, not for self-host ones."""
+        rollup = load_gate("production-readiness", profile="nooterra")
+        assert "hosted-baseline" in rollup.applicable("hosted")
+        assert "hosted-baseline" not in rollup.applicable("self-host")
+
     def test_registered_and_found_by_type(self) -> None:
         """The format is selectable by name and recognised by its ``type``."""
         assert formats.get("nooterra-hosted-baseline") is hb.HOSTED_BASELINE
