@@ -11,7 +11,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,11 +269,25 @@ class RateLimitProbe:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HostedEvidence:
+    """What the hosted-baseline evidence records beyond the observations, and how it is signed.
+
+    ``signing_key_file`` is an Ed25519 private key (PKCS#8 PEM) read on the machine running gates;
+    its content never enters a report.
+    """
+
+    environment: str | None = None
+    signing_key_file: str | None = None
+    signature_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NooterraApi:
     """How the suite talks to a Nooterra API and which of its controls it must observe.
 
     Service fields name declared services; ``env_file`` names the API's declared env file;
-    ``alert_rules`` names a bundle file. ``ops_token`` is a secret (scrubbed from reports).
+    ``alert_rules`` names a bundle file. ``ops_token`` and ``finance_token`` are secrets (scrubbed
+    from reports); the billing catalog is read with ``finance_token``, else with ``ops_token``.
     """
 
     api: str
@@ -290,6 +304,13 @@ class NooterraApi:
     staging_env_file: str | None
     paid_upstream: str | None
     paid_route: str | None
+    finance_token: str = ""
+    hosted: HostedEvidence = field(default_factory=HostedEvidence)
+
+    @property
+    def billing_token(self) -> str:
+        """The token the billing catalog is read with (it needs finance_read)."""
+        return self.finance_token or self.ops_token
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -885,6 +906,22 @@ def _nooterra(
         staging_env_file=staging or None,
         paid_upstream=service_name(r, paid.get("service"), by_name, (*p, "paidUpstream", "service")),
         paid_route=r.opt_text(paid.get("route"), (*p, "paidUpstream", "route")),
+        finance_token=r.text(raw.get("financeToken", ""), (*p, "financeToken")),
+        hosted=_hosted_evidence(r, raw.get("hostedBaseline") or {}, (*p, "hostedBaseline")),
+    )
+
+
+def _hosted_evidence(r: _Resolver, raw: Mapping[str, Any], p: PathKey) -> HostedEvidence:
+    values = {
+        key: (r.opt_text(raw.get(key), (*p, key)) or "").strip() or None
+        for key in ("environment", "signingKeyFile", "signatureKeyId")
+    }
+    if values["signatureKeyId"] and not values["signingKeyFile"]:
+        raise r.fail((*p, "signatureKeyId"), "a signature key id needs a signing key file (signingKeyFile)")
+    return HostedEvidence(
+        environment=values["environment"],
+        signing_key_file=values["signingKeyFile"],
+        signature_key_id=values["signatureKeyId"],
     )
 
 

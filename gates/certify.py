@@ -102,6 +102,15 @@ def _better(ran: Component | None, supplied: Component | None) -> Component | No
     return ran
 
 
+def _prepare_formats(gates: list[Gate], profile: Profile) -> None:
+    """Let each foreign report format refuse the profile (say, an unreadable signing key) before the run."""
+    from gates import formats
+
+    for gate in gates:
+        if gate.format != "gates":
+            formats.get(gate.format, source=gate.source).prepare(profile)
+
+
 def _no_duplicates(gates: list[Gate]) -> None:
     seen: set[str] = set()
     for gate in gates:
@@ -155,6 +164,7 @@ def certify(
             )
         gates = [build_gate(doc, profile=profile.name) for doc in docs]
         _no_duplicates(gates)
+        _prepare_formats(gates, profile)
         expansions = {g.name: expand(g, profile) for g in gates if not g.rollup}
     except BaseException:
         if suite_process is not None:

@@ -110,8 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
 
-    verify = sub.add_parser("verify-report", help="validate gate reports and recompute their artifactHash")
+    verify = sub.add_parser(
+        "verify-report", help="validate gate reports, recompute their artifactHash and check signatures"
+    )
     verify.add_argument("reports", nargs="+", type=Path)
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="[KEY_ID=]PEM",
+        help="Ed25519 public key (SPKI PEM) trusted to sign reports (repeatable; KEY_ID= binds it to the "
+        "signature's keyId); given one, signed formats must carry a signature that verifies",
+    )
     return parser
 
 
@@ -253,12 +263,21 @@ def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from gates import report as reports
     from gates.evaluate import exit_code
 
+    trusted = []
+    if args.public_key:
+        from gates.signing import load_trusted_key
+
+        trusted = [load_trusted_key(spec) for spec in args.public_key]
     statuses = []
     for path in args.reports:
-        body = reports.verify(path)
-        statuses.append(body["verdict"]["status"])
+        body = reports.verify(path, trusted_keys=trusted)
+        status = reports.status_of(body)
+        statuses.append(status)
+        signature = reports.signature_state(body, trusted)
         print(
-            f"{path}: artifactHash ok ({body['artifactHash'][:16]}...), verdict {body['verdict']['status']}",
+            f"{path}: artifactHash ok ({body['artifactHash'][:16]}...), "
+            + (f"{signature}, " if signature else "")
+            + f"verdict {status}",
             file=out,
         )
     return exit_code(statuses)

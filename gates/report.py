@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conformance import _schemas, clock
 from conformance.canonical import canonical_hash
@@ -14,6 +15,9 @@ from conformance.profile import Profile
 from conformance.redact import Redactor
 from gates.evaluate import Evaluation
 from gates.gate import Gate
+
+if TYPE_CHECKING:  # signing loads cryptography: only verifying and signing need it
+    from gates.signing import TrustedKey
 
 SCHEMA_VERSION = "GatesGateReport.v1"
 HASH_SCOPE = "GatesGateReportDeterministicCore.v1"
@@ -107,8 +111,15 @@ def write(report: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def verify(path: Path) -> dict[str, Any]:
-    """Read a report, validate it and recompute its artifactHash; problems are `ConfigError`."""
+def verify(path: Path, *, trusted_keys: Sequence[TrustedKey] = ()) -> dict[str, Any]:
+    """Read a report, validate it, recompute its artifactHash and check its signature; problems are
+    `ConfigError`.
+
+    A ``signature`` is verified against ``trusted_keys``; with none given it is left unverified (see
+    `signature_state`). Given trusted keys, a report of a signing format must be signed.
+    """
+    from gates import formats, signing
+
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -116,10 +127,47 @@ def verify(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"not JSON: {exc}", source=str(path)) from exc
     _schemas.validate(report, schema_for(report), source=str(path))
-    if artifact_hash(report) != report["artifactHash"]:
+    fmt = formats.for_report(report)
+    expected = fmt.artifact_hash(report) if fmt is not None else artifact_hash(report)
+    if expected != report["artifactHash"]:
         raise ConfigError(
             "artifactHash does not match the report's content (it was edited after it was written)",
             source=str(path),
             location="artifactHash",
         )
+    signature = report.get("signature")
+    if trusted_keys and signature is None and fmt is not None and fmt.signable:
+        raise ConfigError(
+            "the report is not signed, but public keys to verify it were given", source=str(path)
+        )
+    if trusted_keys and signature is not None and signing.verify(expected, signature, trusted_keys) is None:
+        raise ConfigError(
+            "the signature does not verify with any given public key"
+            + (f" for keyId {signature['keyId']!r}" if signature.get("keyId") else ""),
+            source=str(path),
+            location="signature",
+        )
     return dict(report)
+
+
+def signature_state(report: Mapping[str, Any], trusted_keys: Sequence[TrustedKey]) -> str | None:
+    """How a verified report's signature stands: ``unsigned``, ``verified (KEY)`` or ``not verified``;
+    None for a report whose format signs nothing."""
+    from gates import formats, signing
+
+    signature = report.get("signature")
+    if signature is None:
+        fmt = formats.for_report(report)
+        return "unsigned" if fmt is not None and fmt.signable else None
+    found = signing.verify(str(report["artifactHash"]), signature, trusted_keys) if trusted_keys else None
+    return (
+        f"signature verified ({found.source})"
+        if found
+        else "signature present, not verified (no --public-key)"
+    )
+
+
+def status_of(report: Mapping[str, Any]) -> str:
+    """A report's verdict: ``verdict.status``, or the top-level ``status`` of shapes without a verdict."""
+    verdict = report.get("verdict")
+    return str(verdict["status"] if isinstance(verdict, Mapping) else report["status"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gates.cli import run
+from gates.runner import read_results
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -22,20 +23,33 @@ def not_passing(out: Path) -> dict[str, str]:
 
     Roll-up reports (which repeat their components) and drills that were not allowed to run are left
     out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
-    status is that shape's (the upstream Nooterra reports know only pass and fail).
+    status is that shape's (the upstream Nooterra reports know only pass and fail). A shape that names
+    checks but not targets (``HostedBaselineEvidence.v1``) is resolved through the run's own results
+    (``out/run/results.ndjson``), which also say whether a check failed or could not observe.
     """
     from gates import formats
 
+    results = {i: str(r["outcome"]) for i, r in read_results(out / "run" / "results.ndjson").items()}
     found: dict[str, str] = {}
     for path in sorted((out / "gates").glob("*.json")):
         body = json.loads(path.read_text())
         if "components" in body:
             continue
         fmt = formats.for_report(body)
-        ids = fmt.instance_ids() if fmt is not None else {}  # a foreign shape names checks its own way
-        for check in body["checks"]:
-            if not check["ok"] and check.get("failureCode") != "drill_not_allowed":
-                found[ids.get(check["id"], check["id"])] = check["status"]
+        if fmt is None:
+            entries = {
+                c["id"]: c["status"]
+                for c in body["checks"]
+                if not c["ok"] and c.get("failureCode") != "drill_not_allowed"
+            }
+        else:
+            entries = fmt.not_passing(body)
+        for key, status in entries.items():
+            if "[" in key:
+                found[key] = status
+                continue
+            instances = {i: o for i, o in results.items() if i.split("[", 1)[0] == key and o != "pass"}
+            found.update(instances or {key: status})
     return found
 
 

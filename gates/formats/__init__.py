@@ -53,11 +53,25 @@ class ReportFormat(Protocol):
     def instance_ids(self) -> Mapping[str, str]:
         """Report check id → the check instance id it reports."""
 
+    @property
+    def signable(self) -> bool:
+        """Whether its reports may carry an Ed25519 ``signature`` of their artifactHash."""
+
+    def prepare(self, profile: Profile) -> None:
+        """Refuse (`ConfigError`), before any check runs, a profile this format cannot report on."""
+
+    def artifact_hash(self, report: Mapping[str, Any]) -> str:
+        """The artifactHash ``report`` must carry, by this format's own rule."""
+
+    def not_passing(self, report: Mapping[str, Any]) -> dict[str, str]:
+        """Instance id (or, for a shape that names no targets, check id) → status, for every check
+        the report records as not passing."""
+
 
 def _registry() -> dict[str, ReportFormat]:
-    from gates.formats import nooterra
+    from gates.formats import hosted_baseline, nooterra
 
-    return {f.name: f for f in nooterra.FORMATS}
+    return {f.name: f for f in (*nooterra.FORMATS, *hosted_baseline.FORMATS)}
 
 
 def names() -> list[str]:
@@ -76,6 +90,9 @@ def get(name: str, *, source: str = "<gate>", location: str | None = None) -> Re
 
 
 def for_report(report: object) -> ReportFormat | None:
-    """The format that wrote ``report`` (by its schemaVersion), or None for `GatesGateReport.v1`."""
-    version = report.get("schemaVersion") if isinstance(report, dict) else None
+    """The format that wrote ``report`` (by its schemaVersion, or its ``type`` where a shape names its
+    version so), or None for `GatesGateReport.v1`."""
+    if not isinstance(report, dict):
+        return None
+    version = report.get("schemaVersion", report.get("type"))
     return next((f for f in _registry().values() if f.schema_version == version), None)

@@ -91,6 +91,23 @@ class UpstreamFormat:
         """Upstream check id → the engine's check instance id."""
         return {r.upstream: instance_id(r.check, r.target) for r in self.rows}
 
+    @property
+    def signable(self) -> bool:
+        """Upstream signs none of these reports."""
+        return False
+
+    def prepare(self, profile: Profile) -> None:
+        """Nothing to refuse ahead of the run: the bundle checks report a missing bundle themselves."""
+
+    def artifact_hash(self, report: Mapping[str, Any]) -> str:
+        """Upstream's deterministic-core hash (§7.6.2)."""
+        return gate_report_hash(report)
+
+    def not_passing(self, report: Mapping[str, Any]) -> dict[str, str]:
+        """Instance id → status (pass or fail, as upstream knows them) of each check that is not ok."""
+        ids = self.instance_ids()
+        return {ids.get(c["id"], c["id"]): c["status"] for c in report["checks"] if not c["ok"]}
+
     def build(
         self,
         gate: Gate,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fixtures.nooterra import deployment as dep
 from fixtures.nooterra.deployment import SCHEMA, Plan, db_dsn, default_state_dir
@@ -15,7 +18,11 @@ from fixtures.registry import REFERENCES
 from fixtures.state import read_state
 from gates import formats
 from gates import report as reports
+from gates.formats.hosted_baseline import ROWS
+from gates.signing import load_trusted_key
 from gates.testing import not_passing, run_cli, run_with_fault
+
+HOSTED_CHECKS = frozenset(ROWS.values())
 
 REF = REFERENCES["nooterra"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -41,21 +48,42 @@ def _drill_checks(out: Path) -> dict[str, dict[str, Any]]:
     return {ids[c["id"]]: c for c in body["checks"] if c["id"].startswith("gates_drill_")}
 
 
+def _key_pair(where: Path) -> tuple[Ed25519PrivateKey, Path, Path]:
+    """A throwaway Ed25519 key: the key, its PKCS#8 private PEM and its SPKI public PEM."""
+    key = Ed25519PrivateKey.generate()
+    where.mkdir()
+    private, public = where / "evidence-signing.pem", where / "evidence-signing.pub.pem"
+    pem, spki = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    private.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(key.public_key().public_bytes(pem, spki))
+    return key, private, public
+
+
 def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
     """`reference up nooterra` prints arguments that pass all Nooterra gates, the upgrade drill included.
 
     Without --allow-drills the upgrade gate (and so production-readiness) is incomplete (exit 3) with
     exactly the drill checks not run; with it every gate passes and the database holds nothing but the
     production schema afterwards; a scratch target equal to the production schema is refused. No
-    secret given to the runs reaches any file they write. `down` stops everything.
+    secret given to the runs reaches any file they write. The hosted-baseline evidence is signed with a
+    key of the test's own and verified with its public key. `down` stops everything.
     """
+    key, private, public = _key_pair(tmp_path / "keys")
+    signing = [
+        "--set",
+        f"hosted.signing_key_file={private}",
+        "--set",
+        "hosted.signature_key_id=key_reference",
+    ]
     state = default_state_dir(f"selftest-{WORKER}-live")
     REF.down(state)
     args = REF.up(state)
     runs = {name: tmp_path / name for name in ("plain", "drills", "refused")}
     try:
         plain = run_cli("run", *args, "--out", str(runs["plain"]), "--quiet")
-        drills = run_cli("run", *args, "--allow-drills", "--out", str(runs["drills"]), "--quiet")
+        drills = run_cli("run", *args, *signing, "--allow-drills", "--out", str(runs["drills"]), "--quiet")
         refused = run_cli("run", *args, "--allow-drills", "--set", f"drill.scratch_schema={SCHEMA}",
                           "--out", str(runs["refused"]), "--quiet")  # fmt: skip
         with psycopg.connect(db_dsn(_ports(state))) as conn:
@@ -79,6 +107,20 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
     ]  # fmt: skip
     for name in ("serving-mode-boundary-gate", "self-host-topology-bundle-gate", UPGRADE_REPORT[:-5]):
         assert reports.verify(runs["drills"] / "gates" / f"{name}.json")["verdict"]["ok"] is True
+    evidence = reports.verify(
+        runs["drills"] / "gates" / "hosted-baseline-evidence.json",
+        trusted_keys=[load_trusted_key(str(public))],
+    )
+    assert (evidence["type"], evidence["status"], evidence["failures"]) == (
+        "HostedBaselineEvidence.v1",
+        "pass",
+        [],
+    )
+    assert evidence["checks"]["s8ApprovalRollout"]["policySummary"]["highRiskActionTypesCount"] == 4
+    assert evidence["checks"]["rateLimitProbe"]["saw429"] is True
+    assert "dbLatencyMs" not in evidence["checks"]["healthz"]["body"]
+    signature = base64.b64decode(evidence["signature"]["signatureBase64"])
+    key.public_key().verify(signature, bytes.fromhex(evidence["artifactHash"]))
     checks = _drill_checks(runs["drills"])
     assert sorted(checks) == DRILL_CHECKS
     assert all(c["ok"] for c in checks.values())
@@ -94,6 +136,8 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
                 # the database password and ops token given with --set are scrubbed
                 assert "proxy-reference" not in text, path
                 assert dep.OPS_TOKEN not in text, path
+                assert dep.FINANCE_TOKEN not in text, path
+                assert "PRIVATE KEY" not in text, path
                 assert "gates-upgrade-drill." not in text, path  # the random scratch directory stays out
 
     assert refused[0] == 3, refused[1]
@@ -104,10 +148,30 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
     assert not state.exists()
 
 
+# What the hosted-baseline evidence says, in upstream's words, for the faults aimed at its probes.
+HOSTED_FAILURES = {
+    "s8-policy-missing": ["s8 rollout guard check failed (s8_approval_policy_missing)"],
+    "s8-policy-threshold-invalid": ["s8 rollout guard check failed (s8_approval_policy_threshold_invalid)"],
+    "s8-policy-no-action-types": ["s8 rollout guard check failed (s8_approval_policy_action_types_invalid)"],
+    "s8-config-missing": ["s8 rollout guard check failed (s8_rollout_config_missing)"],
+    "billing-catalog-missing-plan": ["billing catalog/quotas check failed"],
+    "billing-catalog-malformed": ["billing catalog/quotas check failed"],
+    "finance-token-unscoped": ["billing catalog/quotas check failed"],
+    "maintenance-schedulers-disabled": ["required maintenance schedulers are not enabled"],
+    "metrics-missing-series": ["metrics check failed"],
+    "rate-limit-5xx": ["rate-limit probe failed for mode=required"],
+}
+
+
 @pytest.mark.parametrize("fault", REF.faults, ids=lambda f: f.id)
 def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The fault makes exactly its declared check instances fail or error."""
+    """The fault makes exactly its declared check instances fail or error; the hosted evidence agrees."""
     state = default_state_dir(f"selftest-{WORKER}-live-fault")
     code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path, allow_drills=fault.drill)
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout
+    evidence = reports.verify(tmp_path / "gates" / "hosted-baseline-evidence.json")
+    hosted_tripped = {t.split("[", 1)[0] for t in tripped} & set(HOSTED_CHECKS)
+    assert (evidence["status"] == "fail") is bool(hosted_tripped), evidence["failures"]
+    if fault.id in HOSTED_FAILURES:
+        assert evidence["failures"] == HOSTED_FAILURES[fault.id]
