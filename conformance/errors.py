@@ -9,7 +9,8 @@ The hierarchy is documented once, here::
         ├── ProbeUnreachable        refused, reset, DNS failure, no route
         ├── ProbeProtocolError      the peer answered something that is not the protocol asked for
         ├── ProbeResponseTooLarge   the response exceeded the configured size cap
-        └── Undetermined            observations exist but cannot decide the check
+        ├── Undetermined            observations exist but cannot decide the check
+        └── SpendNotAllowed         observing would spend more than the run allows
 
 Foreign exceptions (httpx, psycopg, redis, OSError) are translated into `ProbeError`
 subclasses at the probe boundary, so that "could not determine" never turns into
@@ -86,3 +87,9 @@ class Undetermined(ProbeError):
     """The observations taken cannot decide the check (a prerequisite is missing or ambiguous)."""
 
     reason_code: ClassVar[str] = "undetermined"
+
+
+class SpendNotAllowed(ProbeError):
+    """Observing would spend more than the run allows (``--allow-spend-cents``), so it was not done."""
+
+    reason_code: ClassVar[str] = "spend_not_allowed"

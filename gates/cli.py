@@ -1,7 +1,8 @@
 """The ``gates`` command line.
 
 Exit codes: 0 every selected gate passed; 1 a gate failed; 2 usage or configuration
-error; 3 incomplete or could not determine.
+error; 3 incomplete or could not determine. ``verify-receipt``: 0 every property holds, 1 one
+does not, 2 the bundle is missing, malformed or was edited.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run drills (deploy/rollback exercises that change the target and restore it); "
         "without it they are reported not run and gates requiring them stay incomplete",
     )
+    run.add_argument(
+        "--allow-spend-cents",
+        type=_cents,
+        default=None,
+        metavar="N",
+        help="run checks that pay for a real call (the paid tool call), paying no offer above N cents; the replay "
+        "audit needs twice the offer; without it they are reported not run and gates requiring them stay incomplete",
+    )
 
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
     lst.add_argument("--profile", required=True, metavar="NAME|PATH")
@@ -103,7 +112,23 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify-report", help="validate gate reports and recompute their artifactHash")
     verify.add_argument("reports", nargs="+", type=Path)
+
+    receipt = sub.add_parser(
+        "verify-receipt",
+        help="verify a paid call and its receipt offline from its artifact bundle (exit 0 pass, 1 fail, 2 bad input)",
+    )
+    receipt.add_argument(
+        "bundle", type=Path, metavar="DIR", help="a bundle directory: <out>/paid-call/<gateId>"
+    )
     return parser
+
+
+def _cents(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ConfigError(
+            f"--allow-spend-cents expects a whole number of cents, got {value!r}", source="<arguments>"
+        )
+    return int(value)
 
 
 def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
@@ -119,6 +144,7 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
             "reference": _cmd_reference,
             "demo": _cmd_demo,
             "verify-report": _cmd_verify,
+            "verify-receipt": _cmd_verify_receipt,
         }[args.command]
         return command(args, out, err)
     except ConfigError as exc:
@@ -159,9 +185,10 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     # reports cover the selected gates.
     # A drill must run only for the gates that require it, so a run that allows drills starts once the
     # selected gates are known.
+    # So must a check that pays: it runs only for the selected gates.
     early = (
         None
-        if args.allow_drills
+        if args.allow_drills or args.allow_spend_cents is not None
         else SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
     )
     from gates.certify import certify
@@ -179,6 +206,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         stderr=err,
         quiet=args.quiet,
         allow_drills=args.allow_drills,
+        allow_spend_cents=args.allow_spend_cents,
     )
 
 
@@ -200,7 +228,14 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             continue
         exp: Expansion = expand(gate, profile)
         for inst in exp.instances:
-            print(f"  {inst.id}", file=out)
+            note = (
+                "  (drill: --allow-drills)"
+                if inst.drill
+                else "  (pays: --allow-spend-cents)"
+                if inst.spends
+                else ""
+            )
+            print(f"  {inst.id}{note}", file=out)
         for check_id in exp.unmatched:
             print(f"  {check_id}[?]  (no target in this profile: the gate will be incomplete)", file=out)
     other = sorted(
@@ -252,6 +287,48 @@ def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             file=out,
         )
     return exit_code(statuses)
+
+
+def _cmd_verify_receipt(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from conformance import paidcall, paidcall_bundle
+    from conformance.errors import ProbeError, SpendNotAllowed
+
+    evidence = paidcall_bundle.load(args.bundle)
+    print(
+        f"{args.bundle}: paid call {evidence.name} {evidence.path} via {evidence.gateway_url}, "
+        f"gate {evidence.gate_id or '(none)'}, captured {evidence.started_at}",
+        file=out,
+    )
+    failed = skipped = 0
+    for check_id in paidcall.PROPERTIES:
+        try:
+            findings = paidcall.evaluate(check_id, evidence)
+        except SpendNotAllowed as exc:
+            skipped += 1
+            print(f"SKIP  {check_id}: not performed by the run: {exc}", file=out)
+            continue
+        except ProbeError as exc:
+            failed += 1
+            print(f"FAIL  {check_id}: {exc.reason_code}: {exc}", file=out)
+            continue
+        bad = [f for f in findings if f.status == "fail"]
+        if bad:
+            failed += 1
+            print(f"FAIL  {check_id}", file=out)
+            for f in bad:
+                print(f"      {f.prop}: {f.code}: {f.message}", file=out)
+            continue
+        print(f"PASS  {check_id}", file=out)
+        for f in findings:
+            if f.status == "skip":
+                print(f"      {f.prop}: not repeatable offline: {f.message}", file=out)
+    total = len(paidcall.PROPERTIES)
+    verdict = "fail" if failed else "pass"
+    print(
+        f"verdict: {verdict} ({total - failed - skipped} passed, {failed} failed, {skipped} not performed)",
+        file=out,
+    )
+    return EXIT_FAIL if failed else EXIT_PASS
 
 
 # --- reference, demo -------------------------------------------------------------------------
@@ -322,6 +399,8 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return EXIT_INCOMPLETE
     try:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
+        if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
+            run_args += ["--allow-spend-cents", str(ref.spend_cents)]
         return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
         ref.down(state)
