@@ -1768,6 +1768,7 @@ def replay_settles_once(e: PaidCallEvidence) -> list[Finding]:
     if e.replay_skipped is not None:
         raise SpendNotAllowed(e.replay_skipped["message"])
     paid = _paid_2xx(e)
+    receipt_of(e)  # only a settled gate can be replayed: see x402.receipt.present
     replay = _need(e, REPLAY, "the settled gate id was not replayed")
     before, after = gate_state(e), gate_state(e, GATE_AFTER)
     receipts_before, receipts_after = receipts_of(e), receipts_of(e, RECEIPTS_AFTER)

@@ -20,8 +20,8 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 def not_passing(out: Path) -> dict[str, str]:
     """Check instance id → status of every check that did not pass, across the reports under ``out/gates``.
 
-    Roll-up reports (which repeat their components) and drills that were not allowed to run are left
-    out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
+    Roll-up reports (which repeat their components), and drills and paying checks that were not allowed to
+    run, are left out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
     status is that shape's (the upstream Nooterra reports know only pass and fail).
     """
     from gates import formats
@@ -34,7 +34,7 @@ def not_passing(out: Path) -> dict[str, str]:
         fmt = formats.for_report(body)
         ids = fmt.instance_ids() if fmt is not None else {}  # a foreign shape names checks its own way
         for check in body["checks"]:
-            if not check["ok"] and check.get("failureCode") != "drill_not_allowed":
+            if not check["ok"] and check.get("failureCode") not in ("drill_not_allowed", "spend_not_allowed"):
                 found[ids.get(check["id"], check["id"])] = check["status"]
     return found
 
@@ -50,17 +50,24 @@ class Startable(Protocol):
 
 
 def run_with_fault(
-    reference: Startable, state: Path, fault_id: str, out: Path, *, allow_drills: bool = False
+    reference: Startable,
+    state: Path,
+    fault_id: str,
+    out: Path,
+    *,
+    allow_drills: bool = False,
+    allow_spend_cents: int | None = None,
 ) -> tuple[int, dict[str, str], str]:
-    """Start ``reference`` with one fault, certify it into ``out`` (with drills if allowed), stop it.
+    """Start ``reference`` with one fault, certify it into ``out`` (with drills and a spend if allowed), stop it.
 
     Returns the exit code, the checks that did not pass (id → status) and the summary printed.
     """
     reference.down(state)
     args = reference.up(state, fault_id)
     drills = ["--allow-drills"] if allow_drills else []
+    spend = [] if allow_spend_cents is None else ["--allow-spend-cents", str(allow_spend_cents)]
     try:
-        code, stdout, _ = run_cli("run", *args, *drills, "--out", str(out), "--quiet")
+        code, stdout, _ = run_cli("run", *args, *drills, *spend, "--out", str(out), "--quiet")
     finally:
         reference.down(state)
     return code, not_passing(out), stdout
