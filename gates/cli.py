@@ -8,10 +8,11 @@ does not, 2 the bundle is missing, malformed or was edited.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -369,6 +370,9 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 file=out,
             )
             print("certify it with: gates run " + " ".join(run_args), file=err)
+            if ref.environment:
+                names = ", ".join(name for name, _ in ref.environment)
+                print(f"the run reads {names} from the environment (the reference's own values)", file=err)
             print(" ".join(run_args), file=out)
             return EXIT_PASS
         stopped = ref.down(state)
@@ -377,6 +381,21 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except ReferenceError_ as exc:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in the environment (where the check run reads secrets) for the duration, then restore it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -401,7 +420,8 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
-        return _cmd_run(_parser().parse_args(run_args), out, err)
+        with _environment(dict(ref.environment)):
+            return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)

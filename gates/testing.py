@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -57,8 +59,10 @@ def run_with_fault(
     *,
     allow_drills: bool = False,
     allow_spend_cents: int | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
-    """Start ``reference`` with one fault, certify it into ``out`` (with drills and a spend if allowed), stop it.
+    """Start ``reference`` with one fault, certify it into ``out`` (with drills and a spend if allowed, and
+    ``environ`` set for the run: where secrets are read), stop it.
 
     Returns the exit code, the checks that did not pass (id → status) and the summary printed.
     """
@@ -66,8 +70,15 @@ def run_with_fault(
     args = reference.up(state, fault_id)
     drills = ["--allow-drills"] if allow_drills else []
     spend = [] if allow_spend_cents is None else ["--allow-spend-cents", str(allow_spend_cents)]
+    saved = {name: os.environ.get(name) for name in environ or {}}
+    os.environ.update(environ or {})
     try:
         code, stdout, _ = run_cli("run", *args, *drills, *spend, "--out", str(out), "--quiet")
     finally:
         reference.down(state)
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
     return code, not_passing(out), stdout

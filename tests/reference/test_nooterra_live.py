@@ -23,12 +23,15 @@ def spend_for(trips: tuple[str, ...]) -> int | None:
     return REF.spend_cents if any(registry[t.split("[", 1)[0]].spends for t in trips) else None
 
 
-def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
+def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`reference up nooterra` prints arguments that pass every gate with the reference's spend allowance;
     `down` stops everything."""
     state = default_state_dir(f"selftest-{WORKER}-live")
     REF.down(state)
     args = REF.up(state)
+    for name, value in REF.environment:
+        assert value not in " ".join(args)  # secrets never go on the command line
+        monkeypatch.setenv(name, value)
     try:
         code, stdout, _ = run_cli(
             "run", *args, "--allow-spend-cents", str(REF.spend_cents), "--out", str(tmp_path), "--quiet"
@@ -55,7 +58,12 @@ def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type:
     """The fault makes exactly its declared check instances fail or error."""
     state = default_state_dir(f"selftest-{WORKER}-live-fault")
     code, tripped, stdout = run_with_fault(
-        REF, state, fault.id, tmp_path, allow_spend_cents=spend_for(fault.trips)
+        REF,
+        state,
+        fault.id,
+        tmp_path,
+        allow_spend_cents=spend_for(fault.trips),
+        environ=dict(REF.environment),
     )
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout
