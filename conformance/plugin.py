@@ -126,6 +126,12 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
+    if config.getoption("gates_allow_spend_cents") is not None and getattr(
+        config.option, "numprocesses", None
+    ):
+        raise pytest.UsageError(
+            "--gates-allow-spend-cents cannot be combined with -n: each worker would make (and pay for) its own call"
+        )
     config.stash[PROFILE_KEY] = profile
     config.stash[TARGET_KEY] = target
     evidence = config.getoption("gates_evidence")
