@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml fixtures/bootstrap/system.sh
 
 demo: bootstrap
 	$(BIN)/gates demo oroboros
+	$(BIN)/gates demo nooterra
 
 lint: bootstrap
 	$(BIN)/ruff check .

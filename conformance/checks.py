@@ -47,6 +47,7 @@ class CheckSpec:
     origin: str
     requires: tuple[str, ...] = field(default=())
     drill: bool = False  # it changes the target (and restores it): runs only when explicitly allowed
+    spends: bool = False  # it pays real money (a paid call): runs only within an explicit spend allowance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,7 @@ class CheckInstance:
     check: str
     target: str
     drill: bool = False
+    spends: bool = False
 
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -76,11 +78,13 @@ def check(
     remediation: str,
     severity: Severity = "critical",
     drill: bool = False,
+    spends: bool = False,
 ) -> Callable[[F], F]:
     """Register a pytest test as the check ``check_id``.
 
     A ``drill`` check changes the target while it observes (a deploy, a restore) and puts it back;
-    it runs only when the run allows drills, and after every other check.
+    it runs only when the run allows drills, and after every other check. A ``spends`` check pays
+    real money while it observes (a paid call); it runs only when the run allows a spend.
     """
     if not ID_PATTERN.match(check_id):
         raise ValueError(f"check id {check_id!r} is not of the form domain.subject.assertion")
@@ -96,6 +100,7 @@ def check(
             observe=observe,
             origin=origin,
             drill=drill,
+            spends=spends,
         )
         existing = REGISTRY.get(check_id)
         if existing is not None and existing.origin != origin:
@@ -130,7 +135,11 @@ def catalog(profile: Profile) -> list[CheckInstance]:
         for target in spec.targets(profile):
             out.append(
                 CheckInstance(
-                    id=instance_id(spec.id, target.name), check=spec.id, target=target.name, drill=spec.drill
+                    id=instance_id(spec.id, target.name),
+                    check=spec.id,
+                    target=target.name,
+                    drill=spec.drill,
+                    spends=spec.spends,
                 )
             )
     return sorted(out, key=lambda i: i.id)

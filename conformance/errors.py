@@ -11,6 +11,7 @@ The hierarchy is documented once, here::
         ├── ProbeResponseTooLarge   the response exceeded the configured size cap
         ├── Undetermined            observations exist but cannot decide the check
         └── DrillRefused            a drill would write where it must not (e.g. its scratch copy is production)
+        └── SpendNotAllowed         observing would spend more than the run allows
 
 Foreign exceptions (httpx, psycopg, redis, OSError) are translated into `ProbeError`
 subclasses at the probe boundary, so that "could not determine" never turns into
@@ -93,3 +94,9 @@ class DrillRefused(ProbeError):
     """A drill refused to start: what it would write to is not a scratch target (nothing was changed)."""
 
     reason_code: ClassVar[str] = "drill_refused"
+
+
+class SpendNotAllowed(ProbeError):
+    """Observing would spend more than the run allows (``--allow-spend-cents``), so it was not done."""
+
+    reason_code: ClassVar[str] = "spend_not_allowed"

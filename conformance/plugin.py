@@ -16,6 +16,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import IO, Any, Literal
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -48,6 +49,7 @@ ERROR_REMEDIATION = {
     "probe_timeout": "{name} accepted the connection but did not answer in time: look for a hang or overload.",
     "probe_response_too_large": "{name} answered with far more data than the size cap: check what serves it.",
     "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
+    "spend_not_allowed": "Re-run with --allow-spend-cents covering the amount the message names.",
 }
 
 
@@ -77,11 +79,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run drill checks, which change the target and restore it (default: they are deselected).",
     )
     group.addoption(
+        "--gates-allow-spend-cents",
+        metavar="N",
+        type=_cents,
+        default=None,
+        help="Run checks that pay (a paid tool call), paying no offer above N cents (default: they are deselected).",
+    )
+    group.addoption(
+        "--gates-evidence",
+        metavar="DIR",
+        default=None,
+        help="Write evidence bundles (e.g. paid-call/<gateId>/) under DIR.",
+    )
+    group.addoption(
         "--gates-only",
         metavar="ID,ID",
         default="",
         help="Run only these check ids (comma-separated); the others are deselected.",
     )
+
+
+def _cents(value: str) -> int:
+    if not value.strip().isdigit():
+        raise pytest.UsageError(f"--gates-allow-spend-cents expects a whole number of cents, got {value!r}")
+    return int(value)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,16 +121,31 @@ def pytest_configure(config: pytest.Config) -> None:
         profile = load_profile(name, parse_sets([*extra, *config.getoption("gates_set")]))
         target = make_target(
             config.getoption("gates_target"),
-            endpoints=[(s.bind, s.port) for s in profile.services if s.listens],
+            endpoints=_endpoints(profile),
             connect_timeout=profile.probe.connect_timeout_s,
         )
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
+    if config.getoption("gates_allow_spend_cents") is not None and getattr(
+        config.option, "numprocesses", None
+    ):
+        raise pytest.UsageError(
+            "--gates-allow-spend-cents cannot be combined with -n: each worker would make (and pay for) its own call"
+        )
     config.stash[PROFILE_KEY] = profile
     config.stash[TARGET_KEY] = target
-    prober = Prober(Context(settings=profile.probe, host=target.host, dial=target.dial))
+    evidence = config.getoption("gates_evidence")
+    context = Context(
+        settings=profile.probe,
+        host=target.host,
+        dial=target.dial,
+        spend_cap_cents=config.getoption("gates_allow_spend_cents"),
+        evidence_dir=Path(evidence) if evidence and not hasattr(config, "workerinput") else None,
+        secrets=profile.secrets(),
+    )
+    prober = Prober(context)
     config.stash[PROBER_KEY] = prober
-    _prefetch(profile, prober, _only(config))
+    _prefetch(profile, prober, _only(config), spend=context.spend_cap_cents is not None)
     results = config.getoption("gates_results")
     if results and not hasattr(config, "workerinput"):
         writer = ResultWriter(Path(results), Redactor(profile.secrets()))
@@ -120,11 +156,23 @@ def _only(config: pytest.Config) -> set[str]:
     return {x for x in str(config.getoption("gates_only") or "").split(",") if x}
 
 
-def _prefetch(profile: Profile, prober: Prober, only: set[str]) -> None:
+def _endpoints(profile: Profile) -> list[tuple[str, int]]:
+    """Every endpoint the checks dial: listening services, and the URLs of the paid calls."""
+    out = [(s.bind, s.port) for s in profile.services if s.listens]
+    for call in profile.paid_calls:
+        for url in (call.gateway, call.api, call.provider_keyset):
+            parts = urlsplit(url)
+            out.append((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
+    return sorted(set(out))
+
+
+def _prefetch(profile: Profile, prober: Prober, only: set[str], *, spend: bool) -> None:
     """Start every probe the selected checks need before collection, so probing overlaps with it."""
     for spec in load_suite().values():
         if spec.drill:
             continue  # a drill changes the target: it starts only after every other check has finished
+        if spec.spends and not spend:
+            continue  # never pay unless the run allows it
         if not only or spec.id in only:
             for target in spec.targets(profile):
                 resolve(spec.observe(profile, target), prober.submit, wait=False)
@@ -166,9 +214,11 @@ def _spec_and_target(item: pytest.Item) -> tuple[CheckSpec, Any] | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect checks outside ``--gates-only`` and drills unless allowed; drills run last."""
+    """Deselect checks outside ``--gates-only``, drills unless allowed and checks that pay unless a spend is
+    allowed; drills run last."""
     only = _only(config)
     allow_drills = bool(config.getoption("gates_allow_drills"))
+    allow_spend = config.getoption("gates_allow_spend_cents") is not None
     keep: list[pytest.Item] = []
     drills: list[pytest.Item] = []
     drop: list[pytest.Item] = []
@@ -176,7 +226,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         spec = spec_of(getattr(item, "function", None))
         if spec is None:
             keep.append(item)  # not a check: the plugin leaves other tests alone
-        elif (only and spec.id not in only) or (spec.drill and not allow_drills):
+        elif (
+            (only and spec.id not in only)
+            or (spec.drill and not allow_drills)
+            or (spec.spends and not allow_spend)
+        ):
             drop.append(item)
         else:
             (drills if spec.drill else keep).append(item)

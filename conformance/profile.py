@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from conformance import _schemas
 from conformance.errors import ConfigError
@@ -314,6 +315,22 @@ class NooterraApi:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaidCall:
+    """A paid tool route certified end to end through an x402 gateway (it spends money when it runs)."""
+
+    name: str
+    gateway: str  # base URL of the x402 gateway
+    path: str  # path and query, exactly as sent
+    api: str  # base URL of the API (gate state, receipts, NooterraPay keyset)
+    upstream: str  # base URL of the provider as the gateway calls it: its host is the request-binding host
+    provider_keyset: str  # URL of the provider's keyset, obtained out of band
+    pinned_key_ids: tuple[str, ...]
+    holdback_bps: int
+    tenant: str = "tenant_default"
+    ops_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
     """A deployment profile with every variable resolved."""
 
@@ -337,6 +354,7 @@ class Profile:
     bundle: Bundle | None = None
     nooterra: NooterraApi | None = None
     upgrade_drill: UpgradeDrill | None = None
+    paid_calls: tuple[PaidCall, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -691,6 +709,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         bundle=bundle,
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
+        paid_calls=_paid_calls(r, data.get("paidCalls") or []),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
@@ -828,6 +847,58 @@ def _bundle(r: _Resolver, raw: Mapping[str, Any] | None) -> Bundle | None:
             raise r.fail(p, f"bundle file {key!r} has an empty path")
         files.append(BundleFile(name=key, path=posixpath.join(root, path), max_age_s=age))
     return Bundle(root=root, files=tuple(files))
+
+
+_KEY_ID = re.compile(r"^key_[0-9a-f]{24}$")
+
+
+def _url(r: _Resolver, raw: Any, path: PathKey, *, base: bool = True) -> str:
+    text = r.text(raw, path)
+    text = text.rstrip("/") if base else text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise r.fail(path, f"expected an http(s) URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 -- raises on a port out of range
+    except ValueError:
+        raise r.fail(path, f"invalid port in {text!r}") from None
+    return text
+
+
+def _paid_calls(r: _Resolver, raws: Sequence[Mapping[str, Any]]) -> tuple[PaidCall, ...]:
+    out = []
+    for i, raw in enumerate(raws):
+        p: PathKey = ("paidCalls", i)
+        path = r.text(raw["path"], (*p, "path"))
+        if not path.startswith("/"):
+            raise r.fail((*p, "path"), f"the paid route must start with '/', got {path!r}")
+        pins = tuple(
+            k.strip()
+            for k in r.text(raw.get("pinnedProviderKeys", ""), (*p, "pinnedProviderKeys")).split(",")
+            if k.strip()
+        )
+        for key in pins:
+            if not _KEY_ID.match(key):
+                raise r.fail(
+                    (*p, "pinnedProviderKeys"), f"{key!r} is not a provider key id (key_ followed by 24 hex)"
+                )
+        token = r.text(raw.get("opsToken", ""), (*p, "opsToken")).strip()
+        out.append(
+            PaidCall(
+                name=raw["name"],
+                gateway=_url(r, raw["gateway"], (*p, "gateway")),
+                path=path,
+                api=_url(r, raw["api"], (*p, "api")),
+                upstream=_url(r, raw["upstream"], (*p, "upstream")),
+                provider_keyset=_url(r, raw["providerKeyset"], (*p, "providerKeyset"), base=False),
+                pinned_key_ids=pins,
+                holdback_bps=r.integer(raw.get("holdbackBps", 0), (*p, "holdbackBps"), low=0, high=10_000),
+                tenant=r.text(raw.get("tenant", "tenant_default"), (*p, "tenant")) or "tenant_default",
+                ops_token=token or None,
+            )
+        )
+    _unique([c.name for c in out], "paidCalls", "name", r)
+    return tuple(out)
 
 
 def _unique(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:

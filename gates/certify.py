@@ -58,6 +58,16 @@ def _drill_declined(instance_id: str) -> dict[str, Any]:
     }
 
 
+def _spend_declined(instance_id: str) -> dict[str, Any]:
+    return {
+        "id": instance_id,
+        "outcome": "not_run",
+        "reasonCode": "spend_not_allowed",
+        "message": "this check pays for a real call, so it runs only within an explicit spend allowance",
+        "remediation": "Re-run with --allow-spend-cents N (the most the run may pay for one offer).",
+    }
+
+
 def _supplied(paths: list[Path] | None, profile: Profile) -> dict[str, Component]:
     """Verified gate reports given with ``--supplied``, by gate name: evidence from an earlier run.
 
@@ -134,6 +144,7 @@ def certify(
     early: SuiteProcess | None = None,
     allow_drills: bool = False,
     supplied: list[Path] | None = None,
+    allow_spend_cents: int | None = None,
 ) -> int:
     """Run the selected gates against the deployment, write the reports, print the summary.
 
@@ -161,6 +172,7 @@ def certify(
                 checks=checks,
                 out=out,
                 allow_drills=allow_drills,
+                allow_spend_cents=allow_spend_cents,
             )
         gates = [build_gate(doc, profile=profile.name) for doc in docs]
         _no_duplicates(gates)
@@ -170,7 +182,15 @@ def certify(
         if suite_process is not None:
             suite_process.kill()
         raise
-    total = len({i.id for e in expansions.values() for i in e.instances if allow_drills or not i.drill})
+    spend = allow_spend_cents is not None
+    total = len(
+        {
+            i.id
+            for e in expansions.values()
+            for i in e.instances
+            if (allow_drills or not i.drill) and (spend or not i.spends)
+        }
+    )
     last = [0.0]
 
     def progress(done: int, elapsed: float) -> None:
@@ -201,6 +221,8 @@ def certify(
         for inst in expansion.instances:
             if inst.drill and not allow_drills:
                 results.setdefault(inst.id, _drill_declined(inst.id))
+            elif inst.spends and not spend:
+                results.setdefault(inst.id, _spend_declined(inst.id))
     statuses = []
     rows = []
     done: dict[str, Component] = {}

@@ -1,16 +1,18 @@
 """The ``gates`` command line.
 
 Exit codes: 0 every selected gate passed; 1 a gate failed; 2 usage or configuration
-error; 3 incomplete or could not determine.
+error; 3 incomplete or could not determine. ``verify-receipt``: 0 every property holds, 1 one
+does not, 2 the bundle is missing, malformed or was edited.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -83,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a verified gate report from an earlier run of the same profile; a roll-up counts it for a "
         "component this run could not decide (repeatable)",
     )
+    run.add_argument(
+        "--allow-spend-cents",
+        type=_cents,
+        default=None,
+        metavar="N",
+        help="run checks that pay for a real call (the paid tool call), paying no offer above N cents; the replay "
+        "audit needs twice the offer; without it they are reported not run and gates requiring them stay incomplete",
+    )
 
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
     lst.add_argument("--profile", required=True, metavar="NAME|PATH")
@@ -122,7 +132,23 @@ def _parser() -> argparse.ArgumentParser:
         help="Ed25519 public key (SPKI PEM) trusted to sign reports (repeatable; KEY_ID= binds it to the "
         "signature's keyId); given one, signed formats must carry a signature that verifies",
     )
+
+    receipt = sub.add_parser(
+        "verify-receipt",
+        help="verify a paid call and its receipt offline from its artifact bundle (exit 0 pass, 1 fail, 2 bad input)",
+    )
+    receipt.add_argument(
+        "bundle", type=Path, metavar="DIR", help="a bundle directory: <out>/paid-call/<gateId>"
+    )
     return parser
+
+
+def _cents(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ConfigError(
+            f"--allow-spend-cents expects a whole number of cents, got {value!r}", source="<arguments>"
+        )
+    return int(value)
 
 
 def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
@@ -138,6 +164,7 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
             "reference": _cmd_reference,
             "demo": _cmd_demo,
             "verify-report": _cmd_verify,
+            "verify-receipt": _cmd_verify_receipt,
         }[args.command]
         return command(args, out, err)
     except ConfigError as exc:
@@ -178,9 +205,10 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     # reports cover the selected gates.
     # A drill must run only for the gates that require it, so a run that allows drills starts once the
     # selected gates are known.
+    # So must a check that pays: it runs only for the selected gates.
     early = (
         None
-        if args.allow_drills
+        if args.allow_drills or args.allow_spend_cents is not None
         else SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
     )
     from gates.certify import certify
@@ -199,6 +227,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         quiet=args.quiet,
         allow_drills=args.allow_drills,
         supplied=args.supplied,
+        allow_spend_cents=args.allow_spend_cents,
     )
 
 
@@ -220,7 +249,14 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             continue
         exp: Expansion = expand(gate, profile)
         for inst in exp.instances:
-            print(f"  {inst.id}", file=out)
+            note = (
+                "  (drill: --allow-drills)"
+                if inst.drill
+                else "  (pays: --allow-spend-cents)"
+                if inst.spends
+                else ""
+            )
+            print(f"  {inst.id}{note}", file=out)
         for check_id in exp.unmatched:
             print(f"  {check_id}[?]  (no target in this profile: the gate will be incomplete)", file=out)
     other = sorted(
@@ -283,6 +319,48 @@ def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return exit_code(statuses)
 
 
+def _cmd_verify_receipt(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from conformance import paidcall, paidcall_bundle
+    from conformance.errors import ProbeError, SpendNotAllowed
+
+    evidence = paidcall_bundle.load(args.bundle)
+    print(
+        f"{args.bundle}: paid call {evidence.name} {evidence.path} via {evidence.gateway_url}, "
+        f"gate {evidence.gate_id or '(none)'}, captured {evidence.started_at}",
+        file=out,
+    )
+    failed = skipped = 0
+    for check_id in paidcall.PROPERTIES:
+        try:
+            findings = paidcall.evaluate(check_id, evidence)
+        except SpendNotAllowed as exc:
+            skipped += 1
+            print(f"SKIP  {check_id}: not performed by the run: {exc}", file=out)
+            continue
+        except ProbeError as exc:
+            failed += 1
+            print(f"FAIL  {check_id}: {exc.reason_code}: {exc}", file=out)
+            continue
+        bad = [f for f in findings if f.status == "fail"]
+        if bad:
+            failed += 1
+            print(f"FAIL  {check_id}", file=out)
+            for f in bad:
+                print(f"      {f.prop}: {f.code}: {f.message}", file=out)
+            continue
+        print(f"PASS  {check_id}", file=out)
+        for f in findings:
+            if f.status == "skip":
+                print(f"      {f.prop}: not repeatable offline: {f.message}", file=out)
+    total = len(paidcall.PROPERTIES)
+    verdict = "fail" if failed else "pass"
+    print(
+        f"verdict: {verdict} ({total - failed - skipped} passed, {failed} failed, {skipped} not performed)",
+        file=out,
+    )
+    return EXIT_FAIL if failed else EXIT_PASS
+
+
 # --- reference, demo -------------------------------------------------------------------------
 
 
@@ -321,6 +399,9 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 file=out,
             )
             print("certify it with: gates run " + " ".join(run_args), file=err)
+            if ref.environment:
+                names = ", ".join(name for name, _ in ref.environment)
+                print(f"the run reads {names} from the environment (the reference's own values)", file=err)
             print(" ".join(run_args), file=out)
             return EXIT_PASS
         stopped = ref.down(state)
@@ -329,6 +410,21 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except ReferenceError_ as exc:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in the environment (where the check run reads secrets) for the duration, then restore it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -351,7 +447,10 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return EXIT_INCOMPLETE
     try:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
-        return _cmd_run(_parser().parse_args(run_args), out, err)
+        if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
+            run_args += ["--allow-spend-cents", str(ref.spend_cents)]
+        with _environment(dict(ref.environment)):
+            return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)

@@ -26,6 +26,9 @@ SUITE_DIR = Path(conformance.__file__).resolve().parent / "suite"
 SUITE_INI = SUITE_DIR / "suite.ini"
 MEMORY_LIMIT_BYTES = 16 << 30  # address space: thread stacks and arenas reserve far more than they use
 SETS_ENV = "GATES_SETS_JSON"
+EVIDENCE_SUBDIR = (
+    "paid-call"  # where the check run writes paid-call bundles (conformance.paidcall_bundle.SUBDIR)
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +83,7 @@ class SuiteProcess:
         checks: Sequence[str],
         out: Path,
         allow_drills: bool = False,
+        allow_spend_cents: int | None = None,
     ) -> None:
         # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
         # so a run refused for bad input leaves nothing behind.
@@ -97,7 +101,9 @@ class SuiteProcess:
             "--gates-only", ",".join(checks),
             "--junitxml", str(self.work / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
             "--html", str(self.work / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+            "--gates-evidence", str(self.work),
             *(["--gates-allow-drills"] if allow_drills else []),
+            *(["--gates-allow-spend-cents", str(allow_spend_cents)] if allow_spend_cents is not None else []),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -131,6 +137,13 @@ class SuiteProcess:
             )  # never leave a previous run's file beside this run's reports
             if source.exists():
                 shutil.move(str(source), str(self.out / rel))
+        # evidence bundles accumulate: each is named by its gate, so one run never replaces another's
+        for bundle in sorted((self.work / EVIDENCE_SUBDIR).glob("*")):
+            if bundle.is_dir() and not bundle.name.startswith("."):
+                target = self.out / EVIDENCE_SUBDIR / bundle.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(bundle), str(target))
         shutil.rmtree(self.work, ignore_errors=True)
 
     def wait(self, *, timeout_s: float, progress: Callable[[int, float], None] | None = None) -> SuiteRun:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -21,8 +23,8 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 def not_passing(out: Path) -> dict[str, str]:
     """Check instance id → status of every check that did not pass, across the reports under ``out/gates``.
 
-    Roll-up reports (which repeat their components) and drills that were not allowed to run are left
-    out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
+    Roll-up reports (which repeat their components), and drills and paying checks that were not allowed to
+    run, are left out. Reports in a foreign shape (see `gates.formats`) are mapped back to check instance ids; their
     status is that shape's (the upstream Nooterra reports know only pass and fail). A shape that names
     checks but not targets (``HostedBaselineEvidence.v1``) is resolved through the run's own results
     (``out/run/results.ndjson``), which also say whether a check failed or could not observe.
@@ -40,7 +42,7 @@ def not_passing(out: Path) -> dict[str, str]:
             entries = {
                 c["id"]: c["status"]
                 for c in body["checks"]
-                if not c["ok"] and c.get("failureCode") != "drill_not_allowed"
+                if not c["ok"] and c.get("failureCode") not in ("drill_not_allowed", "spend_not_allowed")
             }
         else:
             entries = fmt.not_passing(body)
@@ -64,17 +66,33 @@ class Startable(Protocol):
 
 
 def run_with_fault(
-    reference: Startable, state: Path, fault_id: str, out: Path, *, allow_drills: bool = False
+    reference: Startable,
+    state: Path,
+    fault_id: str,
+    out: Path,
+    *,
+    allow_drills: bool = False,
+    allow_spend_cents: int | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
-    """Start ``reference`` with one fault, certify it into ``out`` (with drills if allowed), stop it.
+    """Start ``reference`` with one fault, certify it into ``out`` (with drills and a spend if allowed, and
+    ``environ`` set for the run: where secrets are read), stop it.
 
     Returns the exit code, the checks that did not pass (id → status) and the summary printed.
     """
     reference.down(state)
     args = reference.up(state, fault_id)
     drills = ["--allow-drills"] if allow_drills else []
+    spend = [] if allow_spend_cents is None else ["--allow-spend-cents", str(allow_spend_cents)]
+    saved = {name: os.environ.get(name) for name in environ or {}}
+    os.environ.update(environ or {})
     try:
-        code, stdout, _ = run_cli("run", *args, *drills, "--out", str(out), "--quiet")
+        code, stdout, _ = run_cli("run", *args, *drills, *spend, "--out", str(out), "--quiet")
     finally:
         reference.down(state)
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
     return code, not_passing(out), stdout

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from conformance.errors import ProbeError
@@ -43,6 +44,11 @@ class Context:
     settings: ProbeSettings
     host: Host
     dial: Callable[[str, int], tuple[str, int]] = direct
+    # What the run allows a probe that pays (None: nothing), where probes record evidence files (None: nowhere),
+    # and the secret values those files must never contain.
+    spend_cap_cents: int | None = None
+    evidence_dir: Path | None = None
+    secrets: frozenset[str] = frozenset()
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from conformance.checks import load_suite
 from fixtures.nooterra import deployment as dep
 from fixtures.nooterra.deployment import SCHEMA, Plan, db_dsn, default_state_dir
 from fixtures.registry import REFERENCES
@@ -61,13 +62,21 @@ def _key_pair(where: Path) -> tuple[Ed25519PrivateKey, Path, Path]:
     return key, private, public
 
 
-def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
+def spend_for(trips: tuple[str, ...]) -> int | None:
+    """The reference's spend allowance when a fault trips a paying check, else none (those checks stay not run)."""
+    registry = load_suite()
+    return REF.spend_cents if any(registry[t.split("[", 1)[0]].spends for t in trips) else None
+
+
+def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`reference up nooterra` prints arguments that pass all Nooterra gates, the upgrade drill included.
 
     Without --allow-drills the upgrade gate (and so production-readiness) is incomplete (exit 3) with
     exactly the drill checks not run; with it every gate passes and the database holds nothing but the
     production schema afterwards; a scratch target equal to the production schema is refused. No
-    secret given to the runs reaches any file they write. The hosted-baseline evidence is signed with a
+    paid call is made only with the reference's spend allowance (without it production-readiness names
+    it as not run), and its bundle verifies offline. No secret given to the runs reaches any file they
+    write, and none is on the command line. The hosted-baseline evidence is signed with a
     key of the test's own and verified with its public key. `down` stops everything.
     """
     key, private, public = _key_pair(tmp_path / "keys")
@@ -80,10 +89,14 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
     state = default_state_dir(f"selftest-{WORKER}-live")
     REF.down(state)
     args = REF.up(state)
+    for name, value in REF.environment:
+        assert value not in " ".join(args)  # secrets never go on the command line
+        monkeypatch.setenv(name, value)
     runs = {name: tmp_path / name for name in ("plain", "drills", "refused")}
     try:
         plain = run_cli("run", *args, "--out", str(runs["plain"]), "--quiet")
-        drills = run_cli("run", *args, *signing, "--allow-drills", "--out", str(runs["drills"]), "--quiet")
+        drills = run_cli("run", *args, *signing, "--allow-drills",
+                         "--allow-spend-cents", str(REF.spend_cents), "--out", str(runs["drills"]), "--quiet")  # fmt: skip
         refused = run_cli("run", *args, "--allow-drills", "--set", f"drill.scratch_schema={SCHEMA}",
                           "--out", str(runs["refused"]), "--quiet")  # fmt: skip
         with psycopg.connect(db_dsn(_ports(state))) as conn:
@@ -99,12 +112,23 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path) -> None:
     assert sorted(not_run) == DRILL_CHECKS
     assert {c["failureCode"] for c in not_run.values()} == {"drill_not_allowed"}
     assert not_passing(runs["plain"]) == {}
+    readiness = reports.verify(runs["plain"] / "gates" / "production-readiness.json")
+    unpaid = {
+        b["checkId"] for b in readiness["blockingIssues"] if b.get("failureCode") == "spend_not_allowed"
+    }
+    assert {"x402.offer.payment_required[exa-search]", "x402.receipt.present[exa-search]"} <= unpaid
 
     assert drills[0] == 0, drills[1]
     readiness = reports.verify(runs["drills"] / "gates" / "production-readiness.json")
     assert [c["gate"] for c in readiness["components"]] == [
-        "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration"
+        "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration",
+        "paid-call-e2e", "receipt-verification",
     ]  # fmt: skip
+    for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 12)):
+        paid = reports.verify(runs["drills"] / "gates" / f"{gate}.json")
+        assert paid["verdict"]["passedChecks"] == paid["verdict"]["totalChecks"] == checks
+    (bundle,) = (runs["drills"] / "paid-call").iterdir()
+    assert run_cli("verify-receipt", str(bundle))[0] == 0
     for name in ("serving-mode-boundary-gate", "self-host-topology-bundle-gate", UPGRADE_REPORT[:-5]):
         assert reports.verify(runs["drills"] / "gates" / f"{name}.json")["verdict"]["ok"] is True
     evidence = reports.verify(
@@ -167,7 +191,15 @@ HOSTED_FAILURES = {
 def test_fault_trips_exactly_its_checks(fault, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The fault makes exactly its declared check instances fail or error; the hosted evidence agrees."""
     state = default_state_dir(f"selftest-{WORKER}-live-fault")
-    code, tripped, stdout = run_with_fault(REF, state, fault.id, tmp_path, allow_drills=fault.drill)
+    code, tripped, stdout = run_with_fault(
+        REF,
+        state,
+        fault.id,
+        tmp_path,
+        allow_drills=fault.drill,
+        allow_spend_cents=spend_for(fault.trips),
+        environ=dict(REF.environment),
+    )
     assert sorted(tripped) == sorted(fault.trips), stdout
     assert code == (1 if "fail" in tripped.values() else 3), stdout
     evidence = reports.verify(tmp_path / "gates" / "hosted-baseline-evidence.json")

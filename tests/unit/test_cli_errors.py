@@ -163,7 +163,12 @@ class TestFaultCatalogue:
 
     @pytest.mark.parametrize(
         ("name", "sets"),
-        [("oroboros", {"process_manager": "none"}), ("oroboros-host", {}), ("nooterra-bundle", {})],
+        [
+            ("oroboros", {"process_manager": "none"}),
+            ("oroboros-host", {}),
+            ("nooterra-bundle", {}),
+            ("nooterra", {}),
+        ],
     )
     def test_every_tripped_instance_exists(self, name: str, sets: dict[str, str]) -> None:
         """Every instance id a reference's fault lists is in the catalogue its profile implies."""
