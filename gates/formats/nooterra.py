@@ -106,7 +106,12 @@ class UpstreamFormat:
     def not_passing(self, report: Mapping[str, Any]) -> dict[str, str]:
         """Instance id → status (pass or fail, as upstream knows them) of each check that is not ok."""
         ids = self.instance_ids()
-        return {ids.get(c["id"], c["id"]): c["status"] for c in report["checks"] if not c["ok"]}
+        declined = ("drill_not_allowed", "spend_not_allowed")  # not allowed to run: neither pass nor fail
+        return {
+            ids.get(c["id"], c["id"]): c["status"]
+            for c in report["checks"]
+            if not c["ok"] and c.get("failureCode") not in declined
+        }
 
     def build(
         self,
