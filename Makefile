@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
-#   make demo   - install what is needed, start the reference deployment, certify it, stop it
+#   make demo   - install what is needed, start each reference deployment, certify it, stop it
 #   make test   - install what is needed, lint, type-check and run the whole self-test suite
 PYTHON ?= python3
 VENV   := .venv
