@@ -284,8 +284,9 @@ class TestHealth:
         assert healthy.args[:4] == ["--profile", "nooterra", "--gate", "production-readiness"]
         for name in ("api", "magic_link", "gateway", "upstream", "postgres"):
             assert f"ports.{name}={healthy.ports[name]}" in healthy.args
-        # the reference's throwaway credentials are passed with --set; real deployments use the environment
-        assert f"ops_token={dep.OPS_TOKEN}" in healthy.args
+        # the ops and finance tokens reach a run through the environment only (dep.ENVIRONMENT)
+        assert dep.OPS_TOKEN not in " ".join(healthy.args)
+        assert dep.FINANCE_TOKEN not in " ".join(healthy.args)
 
     def test_api_healthz(self, healthy: Instance) -> None:
         """The API's /healthz is 200 with ok and dbOk true and scoped ops auth."""

@@ -92,9 +92,10 @@ class TestSshTarget:
         state = default_state_dir(f"selftest-{WORKER}-ssh-nooterra")
         nooterra.down(state)
         args = nooterra.up(state)
+        gate_free = [a for i, a in enumerate(args) if a != "--gate" and (i == 0 or args[i - 1] != "--gate")]
         try:
-            code, stdout, _ = run_cli("run", *args, "--allow-drills", "--target", server.target,
-                                      "--out", str(tmp_path), "--quiet")  # fmt: skip
+            code, stdout, _ = run_cli("run", *gate_free, "--gate", "self-host-upgrade-migration", "--allow-drills",
+                                      "--target", server.target, "--out", str(tmp_path), "--quiet")  # fmt: skip
         finally:
             nooterra.down(state)
         assert code == 0, stdout
