@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from conformance.canonical import canonical_hash, canonical_json
 from fixtures.nooterra import bundle_reference, crypto
 from fixtures.nooterra import deployment as dep
 from fixtures.nooterra.live_faults import FAULTS, Fault
-from fixtures.procs import Proc, alive, port_free
+from fixtures.procs import Proc, alive
 from gates import report as reports
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -843,6 +844,13 @@ def test_fault_changes_behaviour(fault: Fault) -> None:
     assert not any(alive(p) for p in procs)
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 class TestLifecycle:
     """`up` records what it started; `down` stops all of it and leaves nothing behind."""
 
@@ -861,4 +869,5 @@ class TestLifecycle:
         assert not any(alive(p) for p in procs)
         assert not inst.state.exists()
         assert not dep.magic_link_data_dir(inst.state).exists()
-        assert all(port_free(port) for port in inst.ports.values())
+        # nothing listens any more (a closed port may still sit in TIME_WAIT for a minute, which is no listener)
+        assert not any(_listening(port) for port in inst.ports.values())
