@@ -106,8 +106,9 @@ class EnvFile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
-    """A reverse-proxy host route."""
+    """A reverse-proxy host route; ``name`` is its target name in check ids."""
 
+    name: str
     host: str
     upstream: str
 
@@ -602,10 +603,12 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                     ("routes", "hosts", i, "upstream"),
                     f"upstream {h['upstream']!r} is not a declared service",
                 )
+            host = r.text(h["host"], ("routes", "hosts", i, "host"))
             hosts.append(
-                Route(host=r.text(h["host"], ("routes", "hosts", i, "host")), upstream=h["upstream"])
+                Route(name=h.get("name") or host.split(".", 1)[0], host=host, upstream=h["upstream"])
             )
         _unique([h.host for h in hosts], "routes.hosts", "host", r)
+        _unique([h.name for h in hosts], "routes.hosts", "name", r)
         unknown = raw.get("unknownHost") or {}
         routes = Routes(
             proxy=raw["proxy"],

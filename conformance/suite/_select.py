@@ -69,7 +69,12 @@ class RouteTarget:
 
     @property
     def name(self) -> str:
-        """The route's Host."""
+        """The route's name: its target in check ids."""
+        return self.route.name
+
+    @property
+    def host(self) -> str:
+        """The Host header the route matches."""
         return self.route.host
 
 

@@ -97,8 +97,8 @@ def routed_health(_: Profile, rt: RouteTarget) -> HttpGet:
     title="Health through the reverse proxy answers like the upstream's health",
     targets=_select.health_routes,
     observe=routed_health,
-    remediation="Requests for {name} through the proxy do not reach a healthy upstream: check the proxy's "
-    "route for {name} and the upstream service.",
+    remediation="Requests for {host} through the proxy do not reach a healthy upstream: check the proxy's "
+    "route for {host} and the upstream service.",
 )
 def test_routed_health_exact(target: RouteTarget, obs: HttpResponse) -> None:
     """Through the proxy, the route's Host gets the upstream's declared health status and body."""
@@ -107,7 +107,7 @@ def test_routed_health_exact(target: RouteTarget, obs: HttpResponse) -> None:
     ok = obs.status == h.status and (h.body is None or got == h.body)
     expect(
         ok,
-        f"GET {obs.url} with Host {target.name} answered {obs.status} {got!r}; expected {h.status} {h.body!r}",
+        f"GET {obs.url} with Host {target.host} answered {obs.status} {got!r}; expected {h.status} {h.body!r}",
         reason="routed_health_mismatch",
         observed={"status": obs.status, "body": obs.body_preview(200)},
         expected={"status": h.status, "body": h.body},

@@ -93,7 +93,7 @@ def identity_probes(_: Profile, rt: RouteTarget) -> tuple[HttpGet, dict[str, Tol
     title="The host route reaches its declared upstream, proven by the upstream's own answer",
     targets=_select.identity_routes,
     observe=identity_probes,
-    remediation="Fix the proxy route for Host {name} so that it proxies to the declared upstream, then reload "
+    remediation="Fix the proxy route for Host {host} so that it proxies to the declared upstream, then reload "
     "the proxy.",
 )
 def test_route_upstream_identity(target: RouteTarget, obs: tuple[HttpResponse, dict[str, object]]) -> None:
@@ -104,7 +104,7 @@ def test_route_upstream_identity(target: RouteTarget, obs: tuple[HttpResponse, d
     if isinstance(own, ProbeError):
         expect(
             routed.status not in _GATEWAY_ERRORS,
-            f"Host {target.name} through the proxy answered {routed.status}: the upstream {want} is unreachable",
+            f"Host {target.host} through the proxy answered {routed.status}: the upstream {want} is unreachable",
             reason="route_upstream_unreachable",
             observed=routed.status,
             expected=want,
@@ -123,7 +123,7 @@ def test_route_upstream_identity(target: RouteTarget, obs: tuple[HttpResponse, d
         )
     expect(
         matches == [want],
-        f"Host {target.name} through the proxy reached {observed}; expected upstream {want}",
+        f"Host {target.host} through the proxy reached {observed}; expected upstream {want}",
         reason="route_wrong_upstream",
         observed=observed,
         expected=want,
