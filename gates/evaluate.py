@@ -97,6 +97,11 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
     return Evaluation(checks=checks, blocking=blocking, verdict=verdict)
 
 
+# Failure codes of checks the run was not allowed to perform (a drill, a paid call): not run, never a
+# finding about the deployment.
+NOT_ALLOWED = ("drill_not_allowed", "spend_not_allowed")
+
+
 def exit_code(statuses: list[str]) -> int:
     """0 when every gate passed, 1 when any failed, else 3 (incomplete/undetermined)."""
     if any(s == "fail" for s in statuses):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gates.cli import run
+from gates.evaluate import NOT_ALLOWED
 from gates.runner import read_results
 
 
@@ -42,7 +43,7 @@ def not_passing(out: Path) -> dict[str, str]:
             entries = {
                 c["id"]: c["status"]
                 for c in body["checks"]
-                if not c["ok"] and c.get("failureCode") not in ("drill_not_allowed", "spend_not_allowed")
+                if not c["ok"] and c.get("failureCode") not in NOT_ALLOWED
             }
         else:
             entries = fmt.not_passing(body)

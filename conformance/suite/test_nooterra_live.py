@@ -9,6 +9,7 @@ share nothing, and a paid upstream challenges with 402.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from conformance import clock
@@ -31,35 +32,24 @@ def _cfg(profile: Profile) -> NooterraApi:
     return profile.nooterra
 
 
-def _api(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    return [] if cfg is None else [profile.service(cfg.api)]
+def _api_when(*needs: Callable[[NooterraApi], object]) -> Callable[[Profile], list[Service]]:
+    """The API service, when the profile's nooterra section provides everything in ``needs``."""
+
+    def select(profile: Profile) -> list[Service]:
+        cfg = profile.nooterra
+        if cfg is None or not all(need(cfg) for need in needs):
+            return []
+        return [profile.service(cfg.api)]
+
+    return select
 
 
-def _api_with_token(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    return _api(profile) if cfg is not None and cfg.ops_token else []
-
-
-def _api_with_env(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    return _api(profile) if cfg is not None and cfg.env_file is not None else []
-
-
-def _api_with_rate_probe(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    return _api(profile) if cfg is not None and cfg.rate_limit is not None and cfg.ops_token else []
-
-
-def _api_with_alert_rules(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    return _api(profile) if cfg is not None and cfg.alert_rules is not None else []
-
-
-def _api_with_staging(profile: Profile) -> list[Service]:
-    cfg = profile.nooterra
-    ok = cfg is not None and cfg.env_file is not None and cfg.staging_env_file is not None
-    return _api(profile) if ok else []
+_api = _api_when()
+_api_with_token = _api_when(lambda c: c.ops_token)
+_api_with_env = _api_when(lambda c: c.env_file)
+_api_with_rate_probe = _api_when(lambda c: c.rate_limit, lambda c: c.ops_token)
+_api_with_alert_rules = _api_when(lambda c: c.alert_rules)
+_api_with_staging = _api_when(lambda c: c.env_file, lambda c: c.staging_env_file)
 
 
 def _maintenance(profile: Profile) -> list[Service]:

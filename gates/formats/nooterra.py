@@ -27,7 +27,7 @@ from conformance.errors import ConfigError
 from conformance.nooterra import collation_key, gate_report_hash
 from conformance.profile import Profile
 from conformance.redact import Redactor
-from gates.evaluate import Evaluation
+from gates.evaluate import NOT_ALLOWED, Evaluation
 from gates.gate import Gate
 
 TARGET = "bundle"  # the checks upstream's scripts make target the profile's deployment bundle
@@ -106,11 +106,10 @@ class UpstreamFormat:
     def not_passing(self, report: Mapping[str, Any]) -> dict[str, str]:
         """Instance id → status (pass or fail, as upstream knows them) of each check that is not ok."""
         ids = self.instance_ids()
-        declined = ("drill_not_allowed", "spend_not_allowed")  # not allowed to run: neither pass nor fail
         return {
             ids.get(c["id"], c["id"]): c["status"]
             for c in report["checks"]
-            if not c["ok"] and c.get("failureCode") not in declined
+            if not c["ok"] and c.get("failureCode") not in NOT_ALLOWED
         }
 
     def build(
