@@ -11,7 +11,7 @@ import pytest
 
 # Self-tests run in parallel (xdist workers, and several checkouts on one machine). A fault that is visible
 # machine-wide -- a daemon every `ps` sees -- would be observed by every concurrent certification, so such a fault
-# takes this lock exclusively and every other test takes it shared.
+# (or a test marked `machine_wide`) takes this lock exclusively and every other test takes it shared.
 _MACHINE_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "gates-selftest-machine.lock"
 
 
@@ -20,7 +20,10 @@ def _machine_wide_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
     """Serialize tests that inject machine-visible faults against every other test."""
     callspec = getattr(request.node, "callspec", None)
     fault = callspec.params.get("fault") if callspec is not None else None
-    exclusive = bool(getattr(fault, "host_wide", False))
+    exclusive = (
+        bool(getattr(fault, "host_wide", False))
+        or request.node.get_closest_marker("machine_wide") is not None
+    )
     with _MACHINE_LOCK.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:

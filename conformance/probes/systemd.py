@@ -160,16 +160,17 @@ class FindContainerRuntimes:
         """``ps -eo comm`` and ``test -S`` on the well-known sockets."""
         # Only processes in the PID namespace the command runs in (the host's own) count: a container *on* the host shows its
         # processes in `ps` too, but they serve that container, not this host.
-        ps = ctx.host.run("sh -c %s", 'echo "$(readlink /proc/$$/ns/pid)"; ps -eo pidns=,comm=')
+        # A zombie (state Z) has exited and runs nothing, whatever its name.
+        ps = ctx.host.run("sh -c %s", 'echo "$(readlink /proc/$$/ns/pid)"; ps -eo pidns=,stat=,comm=')
         if ps.rc != 0:
             raise ProbeError(f"cannot list processes on the target: {ps.stderr.strip() or ps.rc}")
         lines = ps.stdout.splitlines()
         own = lines[0].strip().removeprefix("pid:[").removesuffix("]") if lines else ""
         names = set()
         for line in lines[1:]:
-            ns, _, comm = line.strip().partition(" ")
-            if ns == own and comm.strip():
-                names.add(comm.strip())
+            fields = line.split(None, 2)
+            if len(fields) == 3 and fields[0] == own and not fields[1].startswith("Z"):
+                names.add(fields[2].strip())
         found = sorted(n for n in names if any(n == r or n.startswith(r + "-") for r in RUNTIME_PROCESSES))
         script = "for s in " + " ".join(RUNTIME_SOCKETS) + '; do [ -S "$s" ] && echo "$s"; done; true'
         socks = ctx.host.run("sh -c %s", script)
