@@ -72,6 +72,12 @@ class ProbeUnreachable(ProbeError):
     reason_code: ClassVar[str] = "probe_unreachable"
 
 
+class ProbeTlsError(ProbeError):
+    """The TLS handshake failed: the certificate did not verify for the name, or the peer speaks no TLS."""
+
+    reason_code: ClassVar[str] = "probe_tls_error"
+
+
 class ProbeProtocolError(ProbeError):
     """The peer answered, but not in the protocol the probe speaks."""
 

@@ -34,6 +34,7 @@ from conformance.errors import (
     ProbeProtocolError,
     ProbeResponseTooLarge,
     ProbeTimeout,
+    ProbeTlsError,
     ProbeUnreachable,
     SpendNotAllowed,
     Undetermined,
@@ -68,6 +69,7 @@ _ERRORS: dict[str, type[ProbeError]] = {
     "probe_timeout": ProbeTimeout,
     "probe_protocol_error": ProbeProtocolError,
     "probe_response_too_large": ProbeResponseTooLarge,
+    "probe_tls_error": ProbeTlsError,
 }
 
 Status = Literal["pass", "fail", "skip"]

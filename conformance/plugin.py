@@ -49,6 +49,8 @@ ERROR_REMEDIATION = {
     "probe_timeout": "{name} accepted the connection but did not answer in time: look for a hang or overload.",
     "probe_response_too_large": "{name} answered with far more data than the size cap: check what serves it.",
     "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
+    "probe_tls_error": "The TLS handshake with {name} failed: check its certificate (name, chain, expiry); for a "
+    "private CA give its certificate as the profile's probe.caFile.",
     "spend_not_allowed": "Re-run with --allow-spend-cents covering the amount the message names.",
 }
 
@@ -157,12 +159,14 @@ def _only(config: pytest.Config) -> set[str]:
 
 
 def _endpoints(profile: Profile) -> list[tuple[str, int]]:
-    """Every endpoint the checks dial: listening services, and the URLs of the paid calls."""
+    """Every endpoint the checks dial: listening services, the URLs services are reached by, and the
+    URLs of the paid calls."""
     out = [(s.bind, s.port) for s in profile.services if s.listens]
-    for call in profile.paid_calls:
-        for url in (call.gateway, call.api, call.provider_keyset):
-            parts = urlsplit(url)
-            out.append((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
+    urls = [s.url for s in profile.services if s.url is not None]
+    urls += [u for call in profile.paid_calls for u in (call.gateway, call.api, call.provider_keyset)]
+    for url in urls:
+        parts = urlsplit(url)
+        out.append((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
     return sorted(set(out))
 
 

@@ -47,6 +47,8 @@ class ProbeSettings:
     read_timeout_s: float = 2.0
     deadline_s: float = 4.0
     max_body_bytes: int = 1_048_576
+    # PEM file of extra CA certificates HTTPS probes trust besides the system's (an internal CA).
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +85,9 @@ class Service:
     group: str | None = None
     hardening: tuple[tuple[str, str], ...] = ()
     runs_from_release: bool = False
+    # http: the base URL its clients use (https: TLS verified for the URL's host). Its HTTP checks
+    # go there; bind and port stay where it listens on the host (derived from the URL if not given).
+    url: str | None = None
 
     @property
     def listens(self) -> bool:
@@ -491,8 +496,30 @@ def _variables(
         elif env_name and env_name in environ:
             out.append(Variable(name=name, value=environ[env_name], secret=secret, origin="environment"))
         else:
-            out.append(Variable(name=name, value=str(spec["default"]), secret=secret, origin="default"))
+            value = _default(doc, name, str(spec["default"]), {v.name: v.value for v in out})
+            out.append(Variable(name=name, value=value, secret=secret, origin="default"))
     return tuple(out)
+
+
+def _default(doc: YamlDocument, name: str, raw: str, earlier: Mapping[str, str]) -> str:
+    """A variable's default, which may refer to variables declared before it (``http://${host}:${port}``)."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        ref = match.group(1)
+        if ref not in earlier:
+            path: PathKey = ("variables", name, "default")
+            loc = doc.locate(path)
+            where = _schemas.pointer(path)
+            raise ConfigError(
+                f"the default of {name!r} refers to ${{{ref}}}, which is not a variable declared before it",
+                source=doc.source,
+                location=f"{loc} ({where})" if loc else where,
+            )
+        return earlier[ref]
+
+    return _VAR.sub(sub, raw)
 
 
 def _http(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> HttpExpectation | None:
@@ -535,11 +562,26 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             low=1,
             high=1 << 30,
         ),
+        ca_file=_ca_file(r, probe_raw.get("caFile")),
     )
 
     services: list[Service] = []
     for i, raw in enumerate(data["services"]):
         p: PathKey = ("services", i)
+        url = _url(r, raw["url"], (*p, "url")) if "url" in raw else None
+        reach = urlsplit(url) if url is not None else None
+        if reach is not None and raw["kind"] != "http":
+            raise r.fail((*p, "url"), f"only an http service is reached by URL, not a {raw['kind']} one")
+        if "bind" in raw or reach is None:
+            bind = r.text(raw.get("bind", ""), (*p, "bind"))
+        else:
+            bind = reach.hostname or ""
+        if "port" in raw:
+            port = r.integer(raw["port"], (*p, "port"), low=1, high=65535)
+        elif reach is not None:
+            port = reach.port or (443 if reach.scheme == "https" else 80)
+        else:
+            port = 0
         services.append(
             Service(
                 name=raw["name"],
@@ -547,8 +589,9 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 role=raw.get("role", raw["kind"]),
                 unit=r.opt_text(raw.get("unit"), (*p, "unit")),
                 user=r.opt_text(raw.get("user"), (*p, "user")),
-                bind=r.text(raw.get("bind", ""), (*p, "bind")),
-                port=r.integer(raw["port"], (*p, "port"), low=1, high=65535) if "port" in raw else 0,
+                bind=bind,
+                port=port,
+                url=url,
                 env_file=raw.get("envFile"),
                 group=r.opt_text(raw.get("group"), (*p, "group")),
                 hardening=tuple(
@@ -853,6 +896,19 @@ def _bundle(r: _Resolver, raw: Mapping[str, Any] | None) -> Bundle | None:
 
 
 _KEY_ID = re.compile(r"^key_[0-9a-f]{24}$")
+
+
+def _ca_file(r: _Resolver, raw: Any) -> str | None:
+    """probe.caFile: a readable PEM file on the machine running gates (empty: the system's CAs only)."""
+    if raw is None:
+        return None
+    text = r.text(raw, ("probe", "caFile")).strip()
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise r.fail(("probe", "caFile"), f"no CA certificate file at {text!r}")
+    return str(path.resolve())
 
 
 def _url(r: _Resolver, raw: Any, path: PathKey, *, base: bool = True) -> str:

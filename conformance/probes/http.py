@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -19,14 +20,28 @@ from conformance.errors import (
     ProbeProtocolError,
     ProbeResponseTooLarge,
     ProbeTimeout,
+    ProbeTlsError,
     ProbeUnreachable,
 )
 from conformance.probes.base import Context
+from conformance.profile import Service
 
 
 def host_port(address: str, port: int) -> str:
     """Render ``address:port`` with brackets around IPv6 literals."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a connection failure, if that is what it was."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> ssl: a short chain of causes
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -90,17 +105,25 @@ _SSL_LOCK = threading.Lock()
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Built once (under a lock, since probes start together): loading CA certificates is CPU-bound
-    # and, per request, would eat the deadline.
+def _ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    # Built once per CA file (under a lock, since probes start together): loading CA certificates is
+    # CPU-bound and, per request, would eat the deadline. The system's CAs are always trusted; a
+    # profile's probe.caFile adds its own (an internal CA).
     with _SSL_LOCK:
-        return ssl.create_default_context()
+        context = ssl.create_default_context()
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
+        return context
 
 
-def _transport(deadline: float) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(verify=_ssl_context(), retries=0)
+def _transport(deadline: float, ca_file: str | None = None) -> httpx.HTTPTransport:
+    try:
+        context = _ssl_context(ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeTlsError(f"cannot load the CA certificates of probe.caFile {ca_file}: {exc}") from exc
+    transport = httpx.HTTPTransport(verify=context, retries=0)
     transport._pool = httpcore.ConnectionPool(  # a network backend is not exposed by httpx's constructor
-        ssl_context=_ssl_context(), max_connections=1, network_backend=_DeadlineBackend(deadline)
+        ssl_context=context, max_connections=1, network_backend=_DeadlineBackend(deadline)
     )
     return transport
 
@@ -144,7 +167,12 @@ class HttpResponse:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpGet:
-    """A request to ``address:port`` + ``path``, optionally with a ``Host`` header."""
+    """A request to ``address:port`` + ``path``, optionally with a ``Host`` header.
+
+    With ``tls`` it is HTTPS: the certificate must verify for ``server_name`` (default: the
+    address), which is also sent as SNI and as the default ``Host``, wherever the connection is
+    dialled (directly, or the local end of an SSH forward).
+    """
 
     address: str
     port: int
@@ -153,10 +181,14 @@ class HttpGet:
     host_header: str | None = None
     # Extra request headers (e.g. an ops token); kept out of reprs, since they may carry secrets.
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    tls: bool = False
+    server_name: str | None = None
 
     @property
     def url(self) -> str:
         """The URL requested."""
+        if self.tls:
+            return f"https://{_authority(self.server_name or self.address, self.port, 443)}{self.path}"
         return f"http://{host_port(self.address, self.port)}{self.path}"
 
     def observe(self, ctx: Context) -> HttpResponse:
@@ -169,8 +201,16 @@ class HttpGet:
             pool=s.connect_timeout_s,
         )
         address, port = ctx.dial(self.address, self.port)
-        url = f"http://{host_port(address, port)}{self.path}"
-        headers = {"Host": self.host_header or host_port(self.address, self.port)}
+        extensions: dict[str, Any] = {}
+        if self.tls:
+            name = self.server_name or self.address
+            url = f"https://{host_port(address, port)}{self.path}"
+            extensions["sni_hostname"] = name
+            default_host = _authority(name, self.port, 443)
+        else:
+            url = f"http://{host_port(address, port)}{self.path}"
+            default_host = host_port(self.address, self.port)
+        headers = {"Host": self.host_header or default_host}
         headers["User-Agent"] = "gates-conformance"
         headers.update(self.headers)
         started = time.monotonic()
@@ -180,9 +220,9 @@ class HttpGet:
                     timeout=timeout,
                     follow_redirects=False,
                     trust_env=False,
-                    transport=_transport(started + s.deadline_s),
+                    transport=_transport(started + s.deadline_s, s.ca_file),
                 ) as client,
-                client.stream(self.method, url, headers=headers) as response,
+                client.stream(self.method, url, headers=headers, extensions=extensions) as response,
             ):
                 chunks: list[bytes] = []
                 size = 0
@@ -212,9 +252,47 @@ class HttpGet:
                 ) from exc
             raise ProbeTimeout(f"{self.method} {self.url}: timed out ({type(exc).__name__})") from exc
         except (httpx.ConnectError, httpx.NetworkError) as exc:
+            tls = tls_failure(exc)
+            if tls is not None:
+                raise ProbeTlsError(
+                    f"{self.method} {self.url}: TLS handshake failed: {tls_reason(tls)}"
+                ) from exc
             raise ProbeUnreachable(f"{self.method} {self.url}: {exc or type(exc).__name__}") from exc
         except (httpx.ProtocolError, httpx.DecodingError, httpx.InvalidURL) as exc:
             raise ProbeProtocolError(f"{self.method} {self.url}: {exc or type(exc).__name__}") from exc
+
+
+def _authority(name: str, port: int, default_port: int) -> str:
+    """``name[:port]`` as a URL or ``Host`` header carries it (the port left out when it is the default)."""
+    shown = f"[{name}]" if ":" in name else name
+    return shown if port == default_port else f"{shown}:{port}"
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """A TLS error as one line (``certificate verify failed: self-signed certificate``)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    return str(exc.reason or exc)
+
+
+def service_request(
+    svc: Service, path: str, *, method: str = "GET", headers: tuple[tuple[str, str], ...] = ()
+) -> HttpGet:
+    """A request to ``svc`` as its clients reach it: under its declared ``url`` (HTTPS when the URL
+    says so, and below the URL's path), else plain HTTP to its bind address and port."""
+    if svc.url is None:
+        return HttpGet(address=svc.bind, port=svc.port, path=path, method=method, headers=headers)
+    parts = urlsplit(svc.url)
+    tls = parts.scheme == "https"
+    return HttpGet(
+        address=parts.hostname or svc.bind,
+        port=parts.port or (443 if tls else 80),
+        path=parts.path.rstrip("/") + path,
+        method=method,
+        headers=headers,
+        tls=tls,
+        server_name=parts.hostname if tls else None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,7 +46,7 @@ from conformance.paidcall import (
     TokenFacts,
 )
 from conformance.probes.base import Context
-from conformance.probes.http import _transport, host_port
+from conformance.probes.http import _transport, host_port, tls_failure, tls_reason
 from conformance.redact import Redactor
 
 TOKEN_PATH = "gate.authorization.token.value"
@@ -77,19 +77,25 @@ def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Excha
     except ProbeError as exc:
         return failed(exc.reason_code, str(exc))
     target = url
-    if (address, dialed) != (parts.hostname, port):  # reached through a forward: plain HTTP to its local end
-        target = urlunsplit(("http", host_port(address, dialed), parts.path or "/", parts.query, ""))
+    extensions: dict[str, object] = {}
+    if (address, dialed) != (parts.hostname, port):  # reached through a forward: to its local end
+        target = urlunsplit((parts.scheme, host_port(address, dialed), parts.path or "/", parts.query, ""))
+        if parts.scheme == "https":  # TLS still verified for the URL's host
+            extensions["sni_hostname"] = parts.hostname
     timeout = httpx.Timeout(
         connect=s.connect_timeout_s, read=s.read_timeout_s, write=s.read_timeout_s, pool=s.connect_timeout_s
     )
-    transport = _transport(time.monotonic() + s.deadline_s)
+    try:
+        transport = _transport(time.monotonic() + s.deadline_s, s.ca_file)
+    except ProbeError as exc:
+        return failed(exc.reason_code, str(exc))
     sent_headers = {"Host": parts.netloc, "User-Agent": "gates-conformance", **headers}
     try:
         with (
             httpx.Client(
                 timeout=timeout, follow_redirects=False, trust_env=False, transport=transport
             ) as client,
-            client.stream("GET", target, headers=sent_headers) as resp,
+            client.stream("GET", target, headers=sent_headers, extensions=extensions) as resp,
         ):
             chunks: list[bytes] = []
             size = 0
@@ -109,6 +115,9 @@ def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Excha
     except httpx.TimeoutException as exc:
         return failed("probe_timeout", f"timed out ({type(exc).__name__})")
     except (httpx.ConnectError, httpx.NetworkError) as exc:
+        tls = tls_failure(exc)
+        if tls is not None:
+            return failed("probe_tls_error", f"TLS handshake failed: {tls_reason(tls)}")
         return failed("probe_unreachable", str(exc) or type(exc).__name__)
     except (httpx.ProtocolError, httpx.DecodingError, httpx.InvalidURL) as exc:
         return failed("probe_protocol_error", str(exc) or type(exc).__name__)

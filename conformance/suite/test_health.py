@@ -7,7 +7,7 @@ import json
 from conformance.checks import check, expect
 from conformance.errors import Undetermined
 from conformance.probes.datastores import PgConnect, PgPing, PgPingResult, PgSession, RedisPing, RedisReply
-from conformance.probes.http import HttpGet, HttpResponse
+from conformance.probes.http import HttpGet, HttpResponse, service_request
 from conformance.profile import HttpExpectation, Profile, Service
 from conformance.suite import _select
 from conformance.suite._select import RouteTarget
@@ -19,9 +19,10 @@ def _health(svc: Service) -> HttpExpectation:
 
 
 def health_get(_: Profile, svc: Service) -> HttpGet:
-    """The health request of a service, sent directly to its bind address and port."""
+    """The health request of a service, sent directly to it (its ``url`` when declared, else its bind address
+    and port)."""
     h = _health(svc)
-    return HttpGet(address=svc.bind, port=svc.port, path=h.path, method=h.method)
+    return service_request(svc, h.path, method=h.method)
 
 
 @check(

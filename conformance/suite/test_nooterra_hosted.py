@@ -13,7 +13,7 @@ from typing import Any
 from conformance import nooterra_hosted as hosted
 from conformance.checks import check, expect
 from conformance.errors import Undetermined
-from conformance.probes.http import HttpGet, HttpResponse
+from conformance.probes.http import HttpGet, HttpResponse, service_request
 from conformance.profile import NooterraApi, Profile, Service
 
 
@@ -43,7 +43,7 @@ def _get(profile: Profile, path: str, token: str | None) -> HttpGet:
     cfg = _cfg(profile)
     svc = profile.service(cfg.api)
     headers = () if token is None else (("x-proxy-tenant-id", cfg.tenant), ("x-proxy-ops-token", token))
-    return HttpGet(address=svc.bind, port=svc.port, path=path, headers=headers)
+    return service_request(svc, path, headers=headers)
 
 
 def body_of(obs: HttpResponse) -> Any:

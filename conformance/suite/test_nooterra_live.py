@@ -21,7 +21,7 @@ from conformance.errors import Undetermined
 from conformance.nooterra import FileRead
 from conformance.probes.bundle import BundleRead
 from conformance.probes.files import FileContent, ReadFile
-from conformance.probes.http import BurstResult, HttpBurst, HttpGet, HttpResponse
+from conformance.probes.http import BurstResult, HttpBurst, HttpGet, HttpResponse, service_request
 from conformance.profile import NooterraApi, Profile, Service
 from conformance.redact import MIN_SCRUB_LENGTH, is_secret_key
 
@@ -78,7 +78,7 @@ def api_request(profile: Profile, path: str, *, token: bool = True, tenant: str 
     headers = [("x-proxy-tenant-id", tenant or cfg.tenant)]
     if token:
         headers.append(("x-proxy-ops-token", cfg.ops_token))
-    return HttpGet(address=svc.bind, port=svc.port, path=path, headers=tuple(headers))
+    return service_request(svc, path, headers=tuple(headers))
 
 
 def _json(obs: HttpResponse) -> Any:
@@ -520,7 +520,7 @@ def test_staging_separated(target: Service, obs: dict[str, FileContent]) -> None
 
 def _paid_request(profile: Profile, svc: Service) -> HttpGet:
     route = _cfg(profile).paid_route or "/"
-    return HttpGet(address=svc.bind, port=svc.port, path=route)
+    return service_request(svc, route)
 
 
 @check(

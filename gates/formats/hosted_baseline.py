@@ -281,7 +281,7 @@ class HostedBaselineFormat:
         probe_path = cfg.rate_limit.path if cfg.rate_limit is not None else "/ops/status"
         rate_limited = RATE_LIMIT in required
         inputs = {
-            "baseUrl": f"http://{host_port(api.bind, api.port)}",
+            "baseUrl": api.url or f"http://{host_port(api.bind, api.port)}",
             "tenantId": cfg.tenant,
             "environment": cfg.hosted.environment,
             "requireBillingCatalog": True,

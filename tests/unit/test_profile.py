@@ -227,3 +227,84 @@ class TestProfileErrors:
             load_profile("no-such-profile")
         assert info.value.source == "<argument --profile>"
         assert "oroboros" in info.value.message
+
+
+class TestServiceUrl:
+    """An http service may be declared by the URL its clients use."""
+
+    def test_url_alone_gives_bind_and_port(self, tmp_path: Path) -> None:
+        """Without bind and port, the URL's host and port (or the scheme's default) are where it listens."""
+        text = "services:\n  - name: app\n    kind: http\n    url: https://app.example.test/base/\n"
+        svc = load_profile(str(write(tmp_path, HEADER + text))).service("app")
+        assert (svc.bind, svc.port, svc.url) == ("app.example.test", 443, "https://app.example.test/base")
+
+    def test_url_keeps_declared_listener(self, tmp_path: Path) -> None:
+        """With bind and port as well, those stay the listener and the URL is only how clients reach it."""
+        text = ONE_SERVICE + "    url: https://app.example.test:8443\n"
+        svc = load_profile(str(write(tmp_path, HEADER + text))).service("app")
+        assert (svc.bind, svc.port, svc.url) == ("127.0.0.1", 8000, "https://app.example.test:8443")
+
+    def test_url_on_a_database_is_refused(self, tmp_path: Path) -> None:
+        """Only an http service is reached by URL; the error names the field."""
+        text = (
+            "services:\n  - name: db\n    kind: postgres\n    bind: 127.0.0.1\n    port: 5432\n"
+            "    database: app\n    dbUser: app\n    url: http://127.0.0.1:5432\n"
+        )
+        err = load_error(write(tmp_path, HEADER + text))
+        assert err.location is not None
+        assert "services[0]" in err.location
+
+    def test_url_must_be_http(self, tmp_path: Path) -> None:
+        """A URL of another scheme is refused at its line."""
+        text = (
+            "variables:\n  u: {default: 'ftp://x'}\nservices:\n  - name: app\n    kind: http\n    url: ${u}\n"
+        )
+        err = load_error(write(tmp_path, HEADER + text))
+        assert "http(s) URL" in err.message
+        assert err.location is not None
+        assert "services[0].url" in err.location
+
+    def test_service_needs_url_or_bind_and_port(self, tmp_path: Path) -> None:
+        """An http service with neither a URL nor bind and port is refused by the schema."""
+        err = load_error(write(tmp_path, HEADER + "services:\n  - name: app\n    kind: http\n"))
+        assert err.location is not None
+        assert "services" in err.location
+
+
+class TestVariableDefaults:
+    """A variable's default may be built from variables declared before it."""
+
+    VARS = "variables:\n  host: {default: 127.0.0.1}\n  port: {default: 8000}\n"
+
+    def test_default_refers_to_earlier_variables(self, tmp_path: Path) -> None:
+        """``http://${host}:${port}`` follows an override of either."""
+        text = self.VARS + "  url: {default: 'http://${host}:${port}'}\n" + ONE_SERVICE + "    url: ${url}\n"
+        path = write(tmp_path, HEADER + text)
+        assert load_profile(str(path)).service("app").url == "http://127.0.0.1:8000"
+        assert load_profile(str(path), {"port": "9000"}).service("app").url == "http://127.0.0.1:9000"
+        assert load_profile(str(path), {"url": "https://x.test"}).service("app").url == "https://x.test"
+
+    def test_default_cannot_refer_to_a_later_variable(self, tmp_path: Path) -> None:
+        """Defaults resolve in declaration order; a forward reference is named at the default's line."""
+        text = "variables:\n  url: {default: 'http://${host}'}\n  host: {default: x}\n" + ONE_SERVICE
+        err = load_error(write(tmp_path, HEADER + text))
+        assert "${host}" in err.message
+        assert err.location is not None
+        assert "variables.url.default" in err.location
+
+
+class TestCaFile:
+    """probe.caFile names extra CA certificates for HTTPS probes."""
+
+    def test_missing_ca_file_is_refused(self, tmp_path: Path) -> None:
+        """A CA file that does not exist is a configuration error at probe.caFile."""
+        text = f"probe:\n  caFile: {tmp_path / 'nope.pem'}\n" + ONE_SERVICE
+        err = load_error(write(tmp_path, HEADER + text))
+        assert "no CA certificate file" in err.message
+        assert err.location is not None
+        assert "probe.caFile" in err.location
+
+    def test_empty_ca_file_means_system_cas(self, tmp_path: Path) -> None:
+        """An empty value (the built-in profiles' default) trusts only the system's CAs."""
+        text = "variables:\n  ca: {default: ''}\nprobe:\n  caFile: ${ca}\n" + ONE_SERVICE
+        assert load_profile(str(write(tmp_path, HEADER + text))).probe.ca_file is None
