@@ -16,7 +16,6 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -32,7 +31,7 @@ from conformance.checks import (
 from conformance.errors import ConfigError, ProbeError
 from conformance.probes.base import Context, Prober
 from conformance.probes.resolve import resolve
-from conformance.profile import Profile, load_profile, parse_sets
+from conformance.profile import Profile, load_profile, parse_sets, url_endpoint
 from conformance.redact import Redactor
 from conformance.targets import Target, make_target
 
@@ -164,9 +163,7 @@ def _endpoints(profile: Profile) -> list[tuple[str, int]]:
     out = [(s.bind, s.port) for s in profile.services if s.listens]
     urls = [s.url for s in profile.services if s.url is not None]
     urls += [u for call in profile.paid_calls for u in (call.gateway, call.api, call.provider_keyset)]
-    for url in urls:
-        parts = urlsplit(url)
-        out.append((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)))
+    out += [url_endpoint(url) for url in urls]
     return sorted(set(out))
 
 

@@ -569,17 +569,16 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
     for i, raw in enumerate(data["services"]):
         p: PathKey = ("services", i)
         url = _url(r, raw["url"], (*p, "url")) if "url" in raw else None
-        reach = urlsplit(url) if url is not None else None
-        if reach is not None and raw["kind"] != "http":
+        if url is not None and raw["kind"] != "http":
             raise r.fail((*p, "url"), f"only an http service is reached by URL, not a {raw['kind']} one")
-        if "bind" in raw or reach is None:
+        if "bind" in raw or url is None:
             bind = r.text(raw.get("bind", ""), (*p, "bind"))
         else:
-            bind = reach.hostname or ""
+            bind = url_endpoint(url)[0]
         if "port" in raw:
             port = r.integer(raw["port"], (*p, "port"), low=1, high=65535)
-        elif reach is not None:
-            port = reach.port or (443 if reach.scheme == "https" else 80)
+        elif url is not None:
+            port = url_endpoint(url)[1]
         else:
             port = 0
         services.append(
@@ -896,6 +895,12 @@ def _bundle(r: _Resolver, raw: Mapping[str, Any] | None) -> Bundle | None:
 
 
 _KEY_ID = re.compile(r"^key_[0-9a-f]{24}$")
+
+
+def url_endpoint(url: str) -> tuple[str, int]:
+    """Host and port an http(s) URL connects to (the scheme's default port when it names none)."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _ca_file(r: _Resolver, raw: Any) -> str | None:

@@ -24,7 +24,7 @@ from conformance.errors import (
     ProbeUnreachable,
 )
 from conformance.probes.base import Context
-from conformance.profile import Service
+from conformance.profile import Service, url_endpoint
 
 
 def host_port(address: str, port: int) -> str:
@@ -284,9 +284,10 @@ def service_request(
         return HttpGet(address=svc.bind, port=svc.port, path=path, method=method, headers=headers)
     parts = urlsplit(svc.url)
     tls = parts.scheme == "https"
+    address, port = url_endpoint(svc.url)
     return HttpGet(
-        address=parts.hostname or svc.bind,
-        port=parts.port or (443 if tls else 80),
+        address=address,
+        port=port,
         path=parts.path.rstrip("/") + path,
         method=method,
         headers=headers,

@@ -47,6 +47,7 @@ from conformance.paidcall import (
 )
 from conformance.probes.base import Context
 from conformance.probes.http import _transport, host_port, tls_failure, tls_reason
+from conformance.profile import url_endpoint
 from conformance.redact import Redactor
 
 TOKEN_PATH = "gate.authorization.token.value"
@@ -63,7 +64,7 @@ def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Excha
     """One bounded GET, recorded whatever happens (a failure to observe is kept as the exchange's error)."""
     s = ctx.settings
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = url_endpoint(url)[1]
     sent, redactions = paidcall_bundle.mask_headers(headers)
     base = Exchange(
         step=step, method="GET", url=url, at=now_iso(), request_headers=sent, redactions=redactions
