@@ -352,6 +352,9 @@ class Profile:
     routes: Routes | None
     release: Release | None
     process_manager: str = "systemd"
+    # Whether the topology forbids a container runtime on the host (Oroboros: host processes under
+    # systemd only) or allows one (Nooterra self-host runs on Docker Compose or Kubernetes).
+    container_runtime: Literal["forbidden", "allowed"] = "allowed"
     timers: tuple[Timer, ...] = ()
     guardrails: tuple[Guardrail, ...] = ()
     slots: tuple[Slot, ...] = ()
@@ -746,8 +749,10 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         raise r.fail(
             ("processManager",), f"processManager must be 'systemd' or 'none', got {process_manager!r}"
         )
+    container_runtime = data.get("containerRuntime", "allowed")  # the schema admits only the two values
     bundle = _bundle(r, data.get("bundle"))
     return Profile(
+        container_runtime=container_runtime,
         slots=slots,
         smoke=tuple(smoke),
         serving_mode=r.opt_text(data.get("servingMode"), ("servingMode",)),

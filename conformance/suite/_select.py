@@ -171,9 +171,9 @@ class HostTarget:
     name: str = "host"
 
 
-def host(profile: Profile) -> list[HostTarget]:
-    """The deployment's host (every profile has one)."""
-    return [HostTarget()]
+def container_free_host(profile: Profile) -> list[HostTarget]:
+    """The deployment's host, where the profile forbids a container runtime on it."""
+    return [HostTarget()] if profile.container_runtime == "forbidden" else []
 
 
 def guardrails(profile: Profile) -> list[Guardrail]:

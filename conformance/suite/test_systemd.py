@@ -215,7 +215,7 @@ def container_runtimes(_: Profile, __: HostTarget) -> FindContainerRuntimes:
 @check(
     "host.runtime.no_containers",
     title="No container runtime runs on the host (services run as host processes)",
-    targets=_select.host,
+    targets=_select.container_free_host,
     observe=container_runtimes,
     remediation="Run the services as host processes under systemd and remove the container runtime: the "
     "topology forbids Docker, Compose and Kubernetes.",

@@ -308,3 +308,18 @@ class TestCaFile:
         """An empty value (the built-in profiles' default) trusts only the system's CAs."""
         text = "variables:\n  ca: {default: ''}\nprobe:\n  caFile: ${ca}\n" + ONE_SERVICE
         assert load_profile(str(write(tmp_path, HEADER + text))).probe.ca_file is None
+
+
+class TestContainerRuntime:
+    """Whether a container runtime is forbidden on the host is the profile's to say."""
+
+    def test_oroboros_forbids_nooterra_allows(self) -> None:
+        """Oroboros runs host processes under systemd; Nooterra self-host runs on Docker Compose."""
+        assert load_profile("oroboros").container_runtime == "forbidden"
+        assert load_profile("nooterra").container_runtime == "allowed"
+
+    def test_unknown_value_is_refused(self, tmp_path: Path) -> None:
+        """Only forbidden or allowed; the error names the field."""
+        err = load_error(write(tmp_path, HEADER + "containerRuntime: maybe\n" + ONE_SERVICE))
+        assert err.location is not None
+        assert "containerRuntime" in err.location
