@@ -30,9 +30,11 @@ typecheck: bootstrap
 	$(BIN)/mypy
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
-# load does not starve the loopback reference's probes.
+# load does not starve the loopback reference's probes. The upstream tier runs the real upstream
+# systems (one deployment per module, faults applied in place), also on its own.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
+	$(BIN)/python -m pytest tests/upstream
 	$(BIN)/python -m pytest tests/host
 
 test: lint typecheck selftest
