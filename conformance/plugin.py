@@ -71,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gates-target",
         metavar="URL",
         default="local",
-        help="How to reach the host: 'local' (default) or 'ssh://user@host[:port]'.",
+        help="How to reach the host: 'local' (default), 'ssh://user@host[:port]' or 'netns://NAME'.",
     )
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
     group.addoption(
