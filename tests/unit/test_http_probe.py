@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conformance.errors import ConnectionRefused, ProbeResponseTooLarge, ProbeTimeout, ProbeUnreachable
+from conformance.errors import ConnectionRefused, ProbeResponseTooLarge, ProbeTimeout
 from conformance.probes.base import Context
 from conformance.probes.http import HttpGet, host_port
 from conformance.profile import ProbeSettings
