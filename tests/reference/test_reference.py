@@ -43,8 +43,12 @@ class TestHealthyReference:
             body = reports.verify(tmp_path / "gates" / f"{name}.json")
             assert body["verdict"]["status"] == "pass"
             assert body["verdict"]["totalChecks"] == body["verdict"]["passedChecks"] > 0
-        assert (tmp_path / "junit.xml").is_file()
         assert (tmp_path / "report.html").is_file()
+        # The database password is the documented default, "postgres": it must not rewrite names and ids.
+        junit = (tmp_path / "junit.xml").read_text()
+        assert "<redacted>" not in junit
+        assert 'name="test_postgres_accepting[postgres]"' in junit
+        assert "<redacted>" not in (tmp_path / "run" / "results.ndjson").read_text()
 
     def test_drill_with_missing_command_is_an_error(self, healthy: list[str], tmp_path: Path) -> None:
         """A deploy command that does not exist errors every drill check (no false atomic_switch) and changes nothing."""
