@@ -36,6 +36,7 @@ def show_unit(_: Profile, svc: Service) -> ShowUnit:
     "systemd.unit.active",
     title="The service's unit exists and is active",
     targets=_select.units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Start {unit} (systemctl start {unit}) and read why it stopped: journalctl -u {unit}.",
 )
@@ -48,6 +49,7 @@ def test_unit_active(target: Service, obs: UnitInfo) -> None:
     "systemd.unit.enabled",
     title="The service's unit is enabled (starts at boot)",
     targets=_select.units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Enable {unit} (systemctl enable {unit}) so it comes back after a reboot.",
 )
@@ -60,6 +62,7 @@ def test_unit_enabled(target: Service, obs: UnitInfo) -> None:
     "systemd.unit.identity",
     title="The unit runs as the declared user and group",
     targets=_select.unit_identities,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Set User={user} (and the declared Group=) in {unit}, then daemon-reload and restart it.",
 )
@@ -89,6 +92,7 @@ def _normal(name: str, value: str) -> str:
     "systemd.unit.hardening",
     title="The unit carries the declared sandboxing set",
     targets=_select.hardened_units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Restore the missing sandboxing settings in {unit} (see its declared hardening set), then "
     "daemon-reload and restart it.",
@@ -111,6 +115,7 @@ def unit_and_env(profile: Profile, svc: Service) -> ShowUnit:
     "systemd.unit.environment_file",
     title="The unit reads the declared environment file",
     targets=_select.units_with_env_file,
+    needs_systemd=True,
     observe=unit_and_env,
     remediation="Point EnvironmentFile= of {unit} at the declared file, then daemon-reload and restart it.",
 )
@@ -133,6 +138,7 @@ def unit_and_listeners(_: Profile, svc: Service) -> tuple[ShowUnit, ListenerProc
     "topology.listen.owned_by_unit",
     title="The process on the port belongs to the declared unit and runs as the declared user",
     targets=_select.unit_identities,
+    needs_systemd=True,
     observe=unit_and_listeners,
     remediation="Stop whatever holds port {port} outside {unit} and start the service through {unit}.",
 )
@@ -154,6 +160,31 @@ def test_listener_owned_by_unit(target: Service, obs: tuple[UnitInfo, tuple[Proc
     expect(not strays, f"port {target.port} is held by {strays} outside unit {target.unit} (cgroup {cgroup!r}) "
            f"or not as {target.user}", reason="listener_not_owned_by_unit", observed=strays,
            expected={"cgroup": cgroup, "user": target.user})  # fmt: skip
+
+
+def listeners(_: Profile, svc: Service) -> ListenerProcesses:
+    """The processes holding the service's port."""
+    return ListenerProcesses(port=svc.port)
+
+
+@check(
+    "topology.listen.runs_as",
+    title="The process listening on the service's port runs as the declared user",
+    targets=_select.listener_users,
+    observe=listeners,
+    remediation="Run {name} as its declared user (the profile's user for it) instead of the user shown, e.g. "
+    "with runuser/setpriv or a service manager's User=, then restart it.",
+)
+def test_listener_runs_as(target: Service, obs: tuple[ProcessInfo, ...]) -> None:
+    """Every process holding the port runs as the declared user (read from /proc, no service manager needed)."""
+    if not obs:
+        raise Undetermined(
+            f"nothing listens on port {target.port}; see topology.listen.port_bound[{target.name}]"
+        )
+    users = sorted({p.user for p in obs})
+    expect(users == [target.user], f"port {target.port} is held by processes running as {', '.join(users)}; "
+           f"{target.name} must run as {target.user}", reason="listener_user_mismatch",
+           observed={"users": users, "pids": len(obs)}, expected={"users": [target.user]})  # fmt: skip
 
 
 def listeners_and_current(profile: Profile, svc: Service) -> tuple[ListenerProcesses, PathInfo]:
@@ -195,6 +226,7 @@ def verify_unit(_: Profile, svc: Service) -> VerifyUnit:
     "systemd.unit.verify_clean",
     title="systemd-analyze verify finds nothing wrong with the unit",
     targets=_select.units,
+    needs_systemd=True,
     observe=verify_unit,
     remediation="Fix what `systemd-analyze verify {unit}` reports (unknown or misspelt settings are silently "
     "ignored by systemd).",
