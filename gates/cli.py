@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         "without it they are reported not run and gates requiring them stay incomplete",
     )
     run.add_argument(
+        "--waivers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="accepted exceptions (schemas/waivers.schema.json): a failing check a live waiver covers is "
+        "reported waived and does not block; expired and idle waivers are reported",
+    )
+    run.add_argument(
         "--supplied",
         action="append",
         default=[],
@@ -211,7 +219,14 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     early = (
         None
         if args.allow_drills or args.allow_spend_cents is not None
-        else SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
+        else SuiteProcess(
+            profile=args.profile,
+            sets=args.sets,
+            target=args.target,
+            checks=[],
+            out=args.out,
+            waivers=args.waivers and args.waivers.resolve(),
+        )
     )
     from gates.certify import certify
 
@@ -230,6 +245,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         allow_drills=args.allow_drills,
         supplied=args.supplied,
         allow_spend_cents=args.allow_spend_cents,
+        waivers_file=args.waivers and args.waivers.resolve(),
     )
 
 

@@ -84,6 +84,7 @@ class SuiteProcess:
         out: Path,
         allow_drills: bool = False,
         allow_spend_cents: int | None = None,
+        waivers: Path | None = None,
     ) -> None:
         # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
         # so a run refused for bad input leaves nothing behind.
@@ -104,6 +105,7 @@ class SuiteProcess:
             "--gates-evidence", str(self.work),
             *(["--gates-allow-drills"] if allow_drills else []),
             *(["--gates-allow-spend-cents", str(allow_spend_cents)] if allow_spend_cents is not None else []),
+            *(["--gates-waivers", str(waivers)] if waivers is not None else []),
         ]  # fmt: skip
         env = {
             **os.environ,
