@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -108,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     ref_up.add_argument(
         "--fault", default=None, metavar="ID", help="inject one fault (see 'gates faults NAME')"
     )
+    ref_up.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        metavar="DIR|TARBALL",
+        help="the upstream source a reference runs (nooterra-upstream: a checkout or a tarball)",
+    )
     ref_up.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
     ref_down = ref_sub.add_parser("down", help="stop it and remove its files")
     ref_down.add_argument("name")
@@ -119,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("name", nargs="?", default="oroboros")
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
+    demo.add_argument("--source", type=Path, default=None, metavar="DIR|TARBALL", help=argparse.SUPPRESS)
 
     verify = sub.add_parser(
         "verify-report", help="validate gate reports, recompute their artifactHash and check signatures"
@@ -392,7 +401,7 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if args.action == "up":
             args.fault = _check_fault(ref, args.fault)
             started = time.monotonic()
-            run_args = ref.up(state, args.fault)
+            run_args = ref.up(state, args.fault, args.source)
             note = f" with fault {args.fault}" if args.fault else ""
             print(
                 f"reference {ref.name} is up{note} ({time.monotonic() - started:.1f}s); state in {state}",
@@ -427,6 +436,15 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = old
 
 
+def _run_in(prefix: list[str], run_args: list[str], env: dict[str, str], out: IO[str], err: IO[str]) -> int:
+    """``gates run_args`` as a child under ``prefix`` (e.g. ``ip netns exec NAME``); its exit code."""
+    argv = [*prefix, sys.executable, "-m", "gates", *run_args]
+    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    out.write(done.stdout)
+    err.write(done.stderr)
+    return done.returncode
+
+
 def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from fixtures.registry import ReferenceError_
 
@@ -440,7 +458,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     )
     try:
         ref.down(state)
-        run_args = ref.up(state, args.fault)
+        run_args = ref.up(state, args.fault, args.source)
     except ReferenceError_ as exc:
         ref.down(state)
         print(f"gates: reference {ref.name}: {exc}", file=err)
@@ -449,6 +467,9 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
+        prefix = ref.certifier_prefix(state) if ref.certifier_prefix else []
+        if prefix:  # the deployment is reachable only from its namespace: certify from inside it
+            return _run_in(prefix, run_args, dict(ref.environment), out, err)
         with _environment(dict(ref.environment)):
             return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
