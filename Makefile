@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml fixtures/bootstrap/system.sh
 demo: bootstrap
 	$(BIN)/gates demo oroboros
 	$(BIN)/gates demo nooterra
+	$(BIN)/gates demo nooterra-upstream
 
 lint: bootstrap
 	$(BIN)/ruff check .
@@ -30,10 +31,12 @@ typecheck: bootstrap
 	$(BIN)/mypy
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
-# load does not starve the loopback reference's probes.
+# load does not starve the loopback reference's probes. The upstream tier runs the real
+# upstream system (npm ci into a cache on first use) and certifies it once.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
 	$(BIN)/python -m pytest tests/host
+	$(BIN)/python -m pytest tests/upstream
 
 test: lint typecheck selftest
 
