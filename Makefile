@@ -21,7 +21,6 @@ $(STAMP): pyproject.toml fixtures/bootstrap/system.sh
 demo: bootstrap
 	$(BIN)/gates demo oroboros
 	$(BIN)/gates demo nooterra
-	$(BIN)/gates demo nooterra-upstream
 
 lint: bootstrap
 	$(BIN)/ruff check .
