@@ -786,13 +786,15 @@ def _drill(r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Servi
         raise r.fail(
             (*p, "registry", "service"), f"{registry['service']!r} is not a declared postgres service"
         )
-    for key in ("deploy", "rollback"):
-        if "{release}" not in raw[key]:
-            raise r.fail((*p, key), f"the {key} command must contain {{release}}")
+    commands = {key: r.text(raw[key], (*p, key)) for key in ("deploy", "rollback")}
+    for key, command in commands.items():
+        if "{release}" not in command:
+            via = f" (it is {raw[key]!r}: check that variable's value)" if "${" in str(raw[key]) else ""
+            raise r.fail((*p, key), f"the {key} command must contain {{release}}, got {command!r}{via}")
     units = raw.get("units")
     return Drill(
-        deploy=r.text(raw["deploy"], (*p, "deploy")),
-        rollback=r.text(raw["rollback"], (*p, "rollback")),
+        deploy=commands["deploy"],
+        rollback=commands["rollback"],
         candidate=r.text(raw["candidate"], (*p, "candidate")),
         broken=r.text(raw["broken"], (*p, "broken")),
         registry_service=registry["service"],

@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         help="override a profile variable (repeatable)",
     )
     run.add_argument(
-        "--target", default="local", help="how to reach the host: local (default) or ssh://user@host[:port]"
+        "--target",
+        default="local",
+        help="how to reach the host: local (default), ssh://user@host[:port] or netns://NAME",
     )
     run.add_argument("--ssh-config", default=None, type=Path, help="ssh_config file for an ssh:// target")
     run.add_argument("--ssh-identity", default=None, type=Path, help="private key file for an ssh:// target")
