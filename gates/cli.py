@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -438,15 +437,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = old
 
 
-def _run_in(prefix: list[str], run_args: list[str], env: dict[str, str], out: IO[str], err: IO[str]) -> int:
-    """``gates run_args`` as a child under ``prefix`` (e.g. ``ip netns exec NAME``); its exit code."""
-    argv = [*prefix, sys.executable, "-m", "gates", *run_args]
-    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
-    out.write(done.stdout)
-    err.write(done.stderr)
-    return done.returncode
-
-
 def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from fixtures.registry import ReferenceError_
 
@@ -469,9 +459,6 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
-        prefix = ref.certifier_prefix(state) if ref.certifier_prefix else []
-        if prefix:  # the deployment is reachable only from its namespace: certify from inside it
-            return _run_in(prefix, run_args, dict(ref.environment), out, err)
         with _environment(dict(ref.environment)):
             return _cmd_run(_parser().parse_args(run_args), out, err)
     finally:
