@@ -48,6 +48,7 @@ class CheckSpec:
     requires: tuple[str, ...] = field(default=())
     drill: bool = False  # it changes the target (and restores it): runs only when explicitly allowed
     spends: bool = False  # it pays real money (a paid call): runs only within an explicit spend allowance
+    needs_systemd: bool = False  # it reads systemd units or timers: no target where no service manager runs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +80,7 @@ def check(
     severity: Severity = "critical",
     drill: bool = False,
     spends: bool = False,
+    needs_systemd: bool = False,
 ) -> Callable[[F], F]:
     """Register a pytest test as the check ``check_id``.
 
@@ -101,6 +103,7 @@ def check(
             origin=origin,
             drill=drill,
             spends=spends,
+            needs_systemd=needs_systemd,
         )
         existing = REGISTRY.get(check_id)
         if existing is not None and existing.origin != origin:

@@ -8,6 +8,7 @@ The hierarchy is documented once, here::
         ├── ProbeTimeout            connect/read/total deadline exceeded
         ├── ProbeUnreachable        reset, DNS failure, no route
         │   └── ConnectionRefused   the host refused the connection: an observation (the check fails)
+        ├── NoSystemd               the target runs no systemd: its units and timers cannot be observed
         ├── ProbeProtocolError      the peer answered something that is not the protocol asked for
         ├── ProbeResponseTooLarge   the response exceeded the configured size cap
         ├── Undetermined            observations exist but cannot decide the check
@@ -101,6 +102,12 @@ def is_refusal(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+class NoSystemd(ProbeError):
+    """The target runs no systemd (PID 1 is something else), so a unit or timer cannot be observed there."""
+
+    reason_code: ClassVar[str] = "no_systemd"
 
 
 class ProbeTlsError(ProbeError):

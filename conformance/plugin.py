@@ -54,6 +54,8 @@ ERROR_REMEDIATION = {
     "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
     "probe_tls_error": "The TLS handshake with {name} failed: check its certificate (name, chain, expiry); for a "
     "private CA give its certificate as the profile's probe.caFile.",
+    "no_systemd": "This host runs no systemd: certify it with the profile's processManager set to none, or run "
+    "the services under systemd as the profile declares.",
     "spend_not_allowed": "Re-run with --allow-spend-cents covering the amount the message names.",
 }
 

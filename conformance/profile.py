@@ -37,6 +37,9 @@ class Variable:
     value: str
     secret: bool
     origin: Literal["default", "environment", "argument"]
+    default: str = ""  # as declared (it may refer to earlier variables)
+    env: str | None = None  # the environment variable it is read from, if any
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -494,13 +497,20 @@ def _variables(
     for name, spec in declared.items():
         secret = bool(spec.get("secret", False))
         env_name = spec.get("env")
+        about = {
+            "default": str(spec["default"]),
+            "env": env_name,
+            "description": str(spec.get("description", "")),
+        }
         if name in overrides:
-            out.append(Variable(name=name, value=overrides[name], secret=secret, origin="argument"))
+            out.append(Variable(name=name, value=overrides[name], secret=secret, origin="argument", **about))
         elif env_name and env_name in environ:
-            out.append(Variable(name=name, value=environ[env_name], secret=secret, origin="environment"))
+            out.append(
+                Variable(name=name, value=environ[env_name], secret=secret, origin="environment", **about)
+            )
         else:
             value = _default(doc, name, str(spec["default"]), {v.name: v.value for v in out})
-            out.append(Variable(name=name, value=value, secret=secret, origin="default"))
+            out.append(Variable(name=name, value=value, secret=secret, origin="default", **about))
     return tuple(out)
 
 

@@ -49,6 +49,32 @@ def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]
     return entry
 
 
+def _unmatched(check_id: str, reason: str) -> dict[str, Any]:
+    """The report entry of a required check the profile gives no target: not run, counted, with its reason."""
+    if reason == "requires_systemd":
+        message = (
+            f"{check_id} reads systemd units or timers, and the profile says no service manager runs this "
+            "deployment (processManager: none), so it cannot be certified here"
+        )
+        remediation = (
+            "Certify this gate on the host where systemd runs the services (--set process_manager=systemd), "
+            "or mark the requirement optional in the gate file."
+        )
+    else:
+        message = f"the profile declares no target for required check {check_id}"
+        remediation = (
+            "Declare the part of the deployment this check certifies, or mark the requirement optional in the "
+            "gate file."
+        )
+    return {
+        "id": check_id,
+        "ok": False,
+        "status": "not_run",
+        "failureCode": reason,
+        "detail": {"message": message, "remediation": remediation},
+    }
+
+
 def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str, Any]]) -> Evaluation:
     """Fail if any required instance failed; else incomplete if any did not pass or nothing was required."""
     checks = [_entry(inst.id, results.get(inst.id)) for inst in expansion.instances]
@@ -65,21 +91,22 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
         if not c["ok"]
     ]
     for check_id in expansion.unmatched:
+        entry = _unmatched(check_id, expansion.reason(check_id))
+        checks.append(entry)
         blocking.append(
             {
                 "id": f"{gate.name}:{check_id}",
                 "checkId": check_id,
                 "status": "not_run",
-                "failureCode": "no_target",
-                "reason": f"the profile declares no target for required check {check_id}",
-                "remediation": "Declare the part of the deployment this check certifies, or mark the "
-                "requirement optional in the gate file.",
+                "failureCode": entry["failureCode"],
+                "reason": entry["detail"]["message"],
+                "remediation": entry["detail"]["remediation"],
             }
         )
     counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}
     if counts["fail"]:
         status = "fail"
-    elif blocking or not checks:
+    elif blocking or not expansion.instances:
         status = "incomplete"
     else:
         status = "pass"

@@ -161,11 +161,17 @@ class Expansion:
 
     instances: tuple[CheckInstance, ...]
     unmatched: tuple[str, ...]  # requirements the profile gives no target for
+    # why, per unmatched requirement that has a reason other than "no target": (check id, reason code)
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    def reason(self, check_id: str) -> str:
+        """``requires_systemd`` (the check reads systemd, which the profile says does not run it) or ``no_target``."""
+        return dict(self.reasons).get(check_id, "no_target")
 
 
 def expand(gate: Gate, profile: Profile) -> Expansion:
     """The check instances ``gate`` requires of ``profile``; listed targets must exist."""
-    from conformance.checks import catalog, instance_id
+    from conformance.checks import REGISTRY, catalog, instance_id
 
     available = catalog(profile)
     by_check: dict[str, list[CheckInstance]] = {}
@@ -189,4 +195,13 @@ def expand(gate: Gate, profile: Profile) -> Expansion:
             unmatched.append(req.check)
         for inst in instances:
             chosen[inst.id] = inst
-    return Expansion(instances=tuple(sorted(chosen.values(), key=lambda i: i.id)), unmatched=tuple(unmatched))
+    reasons = tuple(
+        (c, "requires_systemd")
+        for c in unmatched
+        if c in REGISTRY and REGISTRY[c].needs_systemd and profile.process_manager != "systemd"
+    )
+    return Expansion(
+        instances=tuple(sorted(chosen.values(), key=lambda i: i.id)),
+        unmatched=tuple(unmatched),
+        reasons=reasons,
+    )
