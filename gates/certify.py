@@ -12,6 +12,7 @@ from conformance.profile import Profile, load_profile, parse_sets
 from conformance.redact import Redactor
 from conformance.waivers import Waiver, load_waivers
 from conformance.yamlsource import YamlDocument
+from gates import dashboard
 from gates import report as reports
 from gates.evaluate import Component, Evaluation, evaluate, evaluate_rollup, exit_code, waiver_findings
 from gates.gate import Gate, build_gate, components, expand, load_gate, parse_gate, required_checks
@@ -237,6 +238,7 @@ def certify(
     findings = None if waivers is None else waiver_findings(waivers, evaluations.values(), today)
     statuses = []
     rows = []
+    views = []
     done: dict[str, Component] = {}
     for gate in sorted(gates, key=lambda g: g.rollup):  # components before the roll-ups that read them
         report_components = None
@@ -263,11 +265,18 @@ def certify(
         )
         statuses.append(evaluation.status)
         rows.append((gate, evaluation, path, body["artifactHash"]))
-    _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
+        views.append(dashboard.view_of(gate, evaluation, body, redactor))
+    code = exit_code(statuses)
+    run = dashboard.Run(
+        profile=profile.name, target=target, generated_at=clock.iso_millis(clock.now()), captured_at=captured_at,
+        exit_code=code, waivers=findings,
+    )  # fmt: skip
+    dashboard.write(out / "report.html", run, views)
+    _scrub_files(redactor, [out / "junit.xml", out / "report.html", out / "pytest-report.html", suite.log])
     print_summary(rows, time.monotonic() - started, stdout)
     if findings is not None:
         print_waivers(findings, stdout)
-    return exit_code(statuses)
+    return code
 
 
 def _load_waivers(path: Path | None) -> tuple[Waiver, ...] | None:

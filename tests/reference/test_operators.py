@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +155,85 @@ class TestDiff:
         assert str(edited) in err
         code, _, err = run_cli("diff", str(runs.healthy), str(tmp_path / "nothing"))
         assert code == 2
+
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0",
+)  # fmt: skip
+
+
+def open_page(page: Path, fragment: str, profile_dir: Path) -> tuple[str, list[str]]:
+    """The DOM of ``page`` after its script ran in headless Chromium, and the console messages it logged."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed (fixtures/bootstrap/system.sh installs it)")
+        pytest.skip("chromium is not installed")
+    done = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--dump-dom", f"{page.as_uri()}{fragment}"],
+        capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return done.stdout, console
+
+
+def shown(dom: str) -> str:
+    found = re.search(r'<span id="shown">([^<]*)</span>', dom)
+    assert found is not None, "the filter script did not run"
+    return found.group(1)
+
+
+class TestDashboard:
+    """report.html, opened in headless Chromium, shows the gates, what blocks, and what was waived."""
+
+    def static_page(self, page: Path) -> str:
+        html = page.read_text()
+        assert re.search(r'(src|href)="(https?:)?//', html) is None, (
+            "the dashboard loads nothing from the network"
+        )
+        assert "Check catalogue" in html
+        assert "<script>" in html
+        return html
+
+    def test_passing_run(self, runs: Runs, tmp_path: Path) -> None:
+        self.static_page(runs.healthy / "report.html")
+        dom, console = open_page(runs.healthy / "report.html", "", tmp_path / "chromium")
+        assert console == []
+        assert 'data-script="ok"' in dom
+        assert 'id="gate-runtime-health" data-verdict="pass"' in dom
+        assert 'id="gate-runtime-topology" data-verdict="pass"' in dom
+        assert "Blocking issues (0)" in dom
+        total = dom.count("<tr data-status=")
+        assert shown(dom) == f"{total} of {total} checks shown"
+        assert (runs.healthy / "pytest-report.html").is_file()
+
+    def test_failing_run(self, runs: Runs, tmp_path: Path) -> None:
+        self.static_page(runs.faulty / "report.html")
+        dom, console = open_page(runs.faulty / "report.html", "#status=fail", tmp_path / "chromium")
+        assert console == []
+        assert 'id="gate-runtime-topology" data-verdict="fail"' in dom
+        assert 'id="gate-runtime-health" data-verdict="pass"' in dom
+        blocking = re.findall(r'<div class="issue" data-check="([^"]+)"', dom)
+        assert sorted(blocking) == sorted(FAULT.trips)
+        assert "bind_address_mismatch" in dom
+        assert "remediation" in dom
+        assert shown(dom).startswith(f"{len(FAULT.trips)} of ")
+
+    def test_waived_run(self, runs: Runs, tmp_path: Path) -> None:
+        path = waivers_file(tmp_path / "w.yaml", *((t, "2999-12-31") for t in FAULT.trips))
+        out = tmp_path / "out"
+        code, stdout, _ = run_cli("run", *runs.args, "--waivers", str(path), "--out", str(out), "--quiet")
+        assert code == 0, stdout
+        self.static_page(out / "report.html")
+        dom, console = open_page(out / "report.html", "#status=waived", tmp_path / "chromium")
+        assert console == []
+        assert 'id="gate-runtime-topology" data-verdict="pass"' in dom
+        assert "Blocking issues (0)" in dom
+        waived = re.findall(r'<div class="issue waived" data-check="([^"]+)"', dom)
+        assert sorted(waived) == sorted(FAULT.trips)
+        assert "ops-lead@example.com" in dom
+        assert '<tr data-state="applied">' in dom
+        assert shown(dom).startswith(f"{len(FAULT.trips)} of ")
