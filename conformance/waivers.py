@@ -90,6 +90,12 @@ def _known(pattern: str, known: Iterable[str]) -> bool:
 def load_waivers(path: Path, known_checks: Iterable[str]) -> tuple[Waiver, ...]:
     """Read and validate a waivers file; every waiver must name a known check id."""
     doc = load_yaml(path)
+    if doc.data is None:
+        raise ConfigError(
+            "the waivers file is empty (it needs schemaVersion and waivers)",
+            source=doc.source,
+            location="line 1",
+        )
     data = _plain(doc.data)
     _schemas.validate(data, SCHEMA, source=doc.source, locate=doc.locate)
     known = sorted(known_checks)

@@ -75,6 +75,7 @@ class TestLoad:
             (HEADER + entry(expires="2026-11-01"), "line 7", "before created"),
             (HEADER + entry() + "  - check: [unclosed\n", "line", "invalid YAML"),
             ("schemaVersion: gates.waivers/v2\nwaivers: []\n", "line 1", "gates.waivers/v1"),
+            ("", "line 1", "empty"),
         ],
         ids=[
             "missing-field",
@@ -85,6 +86,7 @@ class TestLoad:
             "reversed",
             "yaml",
             "version",
+            "empty",
         ],
     )
     def test_bad_file_names_file_and_line(self, tmp_path: Path, text: str, line: str, words: str) -> None:
