@@ -92,6 +92,12 @@ def print_summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: 
                 f"           waiver: {w['reason']} (approved by {w['approver']}, expires {w['expires']})",
                 file=out,
             )
+        foreign = sorted(
+            {g.name for g, ev, _, _ in rows if g.format != "gates" and ev.verdict.get("waivedChecks")}
+        )
+        if foreign:
+            print(f"  note: the upstream-shaped reports of {', '.join(foreign)} keep upstream's shape, which has no "
+                  "waivers: they still list these checks as failing", file=out)  # fmt: skip
     print(f"\n{len(rows)} gate(s) in {elapsed:.2f}s", file=out)
 
 
