@@ -31,11 +31,11 @@ typecheck: bootstrap
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
 # load does not starve the loopback reference's probes. The upstream tier runs the real upstream
-# systems (one deployment per module, faults applied in place), also on its own.
+# systems (one deployment per module: npm ci / virtualenvs into a cache on first use), also on its own.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
-	$(BIN)/python -m pytest tests/upstream
 	$(BIN)/python -m pytest tests/host
+	$(BIN)/python -m pytest tests/upstream
 
 test: lint typecheck selftest
 
@@ -43,4 +43,4 @@ bench: bootstrap
 	$(BIN)/python tests/bench/bench_health.py
 
 clean:
-	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html
+	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html artifacts/pytest-report.html
