@@ -306,6 +306,7 @@ class NooterraApi:
     maintenance_max_age_s: int
     required_metrics: tuple[str, ...]
     max_ops_tokens: int
+    on_demand_series: tuple[str, ...] = ()  # exported only once there is something to count
     rate_limit: RateLimitProbe | None
     alert_rules: str | None
     staging_env_file: str | None
@@ -1040,6 +1041,7 @@ def _nooterra(
             maintenance.get("maxAgeSeconds", 900), (*p, "maintenance", "maxAgeSeconds"), low=1, high=10**8
         ),
         required_metrics=tuple(raw.get("requiredMetrics") or ()),
+        on_demand_series=tuple(raw.get("onDemandSeries") or ()),
         max_ops_tokens=r.integer(raw.get("maxOpsTokens", 8), (*p, "maxOpsTokens"), low=1, high=10_000),
         rate_limit=rate_limit,
         alert_rules=alert_rules,

@@ -64,16 +64,33 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
         for c in checks
         if not c["ok"]
     ]
+    needs = dict(expansion.needs)
     for check_id in expansion.unmatched:
+        need = needs.get(check_id)
+        reason = f"the profile declares no target for required check {check_id}" + (
+            f" (it applies once {need} is set)" if need else ""
+        )
+        remediation = (
+            f"Set {need}" if need else "Declare the part of the deployment this check certifies"
+        ) + ", or mark the requirement optional in the gate file."
+        # counted like any instance that did not run, so totals and notRunChecks name it too
+        checks.append(
+            {
+                "id": check_id,
+                "ok": False,
+                "status": "not_run",
+                "failureCode": "no_target",
+                "detail": {"message": reason, "remediation": remediation},
+            }
+        )
         blocking.append(
             {
                 "id": f"{gate.name}:{check_id}",
                 "checkId": check_id,
                 "status": "not_run",
                 "failureCode": "no_target",
-                "reason": f"the profile declares no target for required check {check_id}",
-                "remediation": "Declare the part of the deployment this check certifies, or mark the "
-                "requirement optional in the gate file.",
+                "reason": reason,
+                "remediation": remediation,
             }
         )
     counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}

@@ -161,11 +161,13 @@ class Expansion:
 
     instances: tuple[CheckInstance, ...]
     unmatched: tuple[str, ...]  # requirements the profile gives no target for
+    # check id -> the setting that gives it a target (the check's `applies_when`), for unmatched ones
+    needs: tuple[tuple[str, str], ...] = ()
 
 
 def expand(gate: Gate, profile: Profile) -> Expansion:
     """The check instances ``gate`` requires of ``profile``; listed targets must exist."""
-    from conformance.checks import catalog, instance_id
+    from conformance.checks import REGISTRY, catalog, instance_id
 
     available = catalog(profile)
     by_check: dict[str, list[CheckInstance]] = {}
@@ -189,4 +191,9 @@ def expand(gate: Gate, profile: Profile) -> Expansion:
             unmatched.append(req.check)
         for inst in instances:
             chosen[inst.id] = inst
-    return Expansion(instances=tuple(sorted(chosen.values(), key=lambda i: i.id)), unmatched=tuple(unmatched))
+    needs = tuple(
+        (c, REGISTRY[c].applies_when) for c in unmatched if c in REGISTRY and REGISTRY[c].applies_when
+    )
+    return Expansion(
+        instances=tuple(sorted(chosen.values(), key=lambda i: i.id)), unmatched=tuple(unmatched), needs=needs
+    )

@@ -1,0 +1,209 @@
+"""Verdicts on a Nooterra deployment that does what upstream documents: none of them may be false.
+
+Each class pins one rule to the upstream behaviour it was derived from (file:line in the
+docstrings); the last class re-reads the upstream snapshot itself, where it is available.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tarfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import nooterra_live as live
+from conformance.probes.ratelimit import BucketLimit, bucket_limit
+from conformance.profile import load_profile
+from gates.evaluate import evaluate
+from gates.gate import expand, load_gate
+
+SHARED = Path(os.environ.get("GATES_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
+TARBALL = SHARED / "upstream" / "nooterra-515f3d33.tar.gz"
+
+UPSTREAM_RULES = """
+groups:
+  - name: nooterra.rules
+    rules:
+      - alert: NooterraOutboxBacklogHigh
+        expr: sum(outbox_pending_gauge) > 2000
+        for: 10m
+      - alert: NooterraReplayMismatchDetected
+        expr: replay_mismatch_gauge > 0
+        for: 5m
+"""
+
+
+def nooterra(**sets: str) -> Any:
+    """The built-in nooterra profile with ``sets`` applied."""
+    return load_profile("nooterra", {"serving_mode": "self-host", **sets})
+
+
+class TestAlertSeries:
+    def test_on_demand_series_absent_from_a_scrape_is_no_finding(self) -> None:
+        """outbox_pending_gauge appears per kind only once a kind was pending (src/api/app.js:3945-3975)."""
+        rules, problems = live.alert_rules(UPSTREAM_RULES)
+        assert problems == []
+        scrape = {"replay_mismatch_gauge"}
+        assert live.unknown_series(rules, scrape) == {"NooterraOutboxBacklogHigh": ["outbox_pending_gauge"]}
+        assert live.unknown_series(rules, scrape, on_demand=("outbox_pending_gauge",)) == {}
+
+    def test_a_series_the_api_never_emits_still_fails(self) -> None:
+        """An on-demand list does not excuse a series nobody emits."""
+        rules, _ = live.alert_rules(UPSTREAM_RULES.replace("replay_mismatch_gauge", "replay_mismatch_total"))
+        unknown = live.unknown_series(rules, {"replay_mismatch_gauge"}, on_demand=("outbox_pending_gauge",))
+        assert unknown == {"NooterraReplayMismatchDetected": ["replay_mismatch_total"]}
+
+    def test_the_profile_declares_the_outbox_gauge_on_demand(self) -> None:
+        """The nooterra profile lists outbox_pending_gauge as emitted on demand."""
+        assert nooterra().nooterra.on_demand_series == ("outbox_pending_gauge",)
+
+
+class TestBucketLimit:
+    """The tenant bucket as src/api/app.js:672-684 builds it from the environment."""
+
+    def test_burst_defaults_to_rpm(self) -> None:
+        """An unset PROXY_RATE_LIMIT_BURST means a bucket of RPM tokens (app.js:676-680)."""
+        limit = bucket_limit({"PROXY_RATE_LIMIT_RPM": "600"}, "api.env")
+        assert limit == BucketLimit(rpm=600, burst=600, source="api.env")
+
+    def test_unset_rpm_disables_the_limit(self) -> None:
+        """No PROXY_RATE_LIMIT_RPM: takeRateLimitToken admits everything (app.js:1890)."""
+        limit = bucket_limit({"PROXY_RATE_LIMIT_BURST": "60"}, "api.env")
+        assert limit is not None
+        assert limit.rpm == 0
+
+    @pytest.mark.parametrize(
+        "env", [{"PROXY_RATE_LIMIT_RPM": "-5"}, {"PROXY_RATE_LIMIT_RPM": "10", "PROXY_RATE_LIMIT_BURST": "x"}]
+    )
+    def test_values_the_api_refuses_give_no_limit(self, env: dict[str, str]) -> None:
+        """Values the API refuses to start with (app.js:673-683) yield no limit to size a burst from."""
+        assert bucket_limit(env, "api.env") is None
+
+    def test_the_bound_grows_with_the_time_a_burst_took(self) -> None:
+        """A slow burst is allowed more admissions: slowness can never turn into a failure."""
+        limit = BucketLimit(rpm=600, burst=60, source="api.env")
+        assert limit.admits_at_most(0) == 60
+        assert limit.admits_at_most(1000) == 70
+        assert limit.admits_at_most(60_000) == 660
+
+
+class TestStagingNotRequired:
+    def test_without_staging_env_file_nooterra_live_does_not_require_it(self) -> None:
+        """Separate staging is "Recommended production shape" (MINIMUM_PRODUCTION_TOPOLOGY.md:24-29), not a minimum."""
+        exp = expand(load_gate("nooterra-live", profile="nooterra"), nooterra())
+        assert "nooterra.env.staging_separated" not in exp.unmatched
+        assert not any(i.check == "nooterra.env.staging_separated" for i in exp.instances)
+
+    def test_declared_staging_is_compared(self) -> None:
+        """With staging.env_file the check has its target and the gate requires it."""
+        exp = expand(
+            load_gate("nooterra-live", profile="nooterra"), nooterra(**{"staging.env_file": "/s.env"})
+        )
+        assert "nooterra.env.staging_separated[api]" in {i.id for i in exp.instances}
+
+    def test_an_unmatched_requirement_is_counted_and_names_its_setting(self) -> None:
+        """A gate that does require it of a profile without staging counts it not run and names staging.env_file."""
+        gate = load_gate("nooterra-live", profile="nooterra")
+        requires = tuple(
+            dataclasses.replace(r, optional=False) if r.check == "nooterra.env.staging_separated" else r
+            for r in gate.requires
+        )
+        strict = dataclasses.replace(gate, requires=requires)
+        exp = expand(strict, nooterra(ops_token="tok_unit"))
+        assert exp.unmatched == ("nooterra.env.staging_separated",)
+        ev = evaluate(strict, exp, {})
+        entry = next(c for c in ev.checks if c["id"] == "nooterra.env.staging_separated")
+        assert entry["status"] == "not_run"
+        assert entry["failureCode"] == "no_target"
+        assert ev.verdict["notRunChecks"] == ev.verdict["totalChecks"] == len(ev.checks)
+        issue = next(b for b in ev.blocking if b["checkId"] == "nooterra.env.staging_separated")
+        assert "staging.env_file" in issue["reason"]
+        assert "staging.env_file" in issue["remediation"]
+
+
+class TestProfileDefaults:
+    def test_a_plain_run_writes_the_roll_up(self) -> None:
+        """gates run --profile nooterra (no --gate) includes production-readiness."""
+        assert "production-readiness" in nooterra().gates
+
+    def test_drill_defaults_are_upstreams(self) -> None:
+        """Upstream records migrations in proxy_migrations(id) (src/db/migrate.js:20-23) and its
+        maintenance loop writes ops_audit while the drill runs."""
+        drill = nooterra(**{"drill.migrate_command": "true"}).upgrade_drill
+        assert (drill.migrations_table, drill.migrations_column, drill.live_tables) == (
+            "proxy_migrations",
+            "id",
+            ("ops_audit",),
+        )
+
+
+# --- against the upstream snapshot ------------------------------------------------------------
+
+# Where each component reads its environment (and the documents that name its settings).
+READERS = {
+    "api": ("src/core/config.js", "src/api/app.js", "src/api/server.js"),
+    "maintenance": ("src/core/config.js", "src/api/maintenance.js"),
+    "magic-link": ("services/magic-link/src/server.js", "services/magic-link/src/tenant-settings.js"),
+    "gateway": ("services/x402-gateway/src/server.js",),
+    "upstream": ("services/x402-gateway/examples/upstream-mock.js",),
+}
+DOCS = (
+    "docs/ops/MINIMUM_PRODUCTION_TOPOLOGY.md",
+    "deploy/compose/nooterra-self-host.topology.yml",
+    "docs/CONFIG.md",  # PROXY_OPS_TOKEN (legacy), l.79
+)
+
+
+@cache
+def _upstream() -> dict[str, str]:
+    wanted = {f"nooterra/{p}" for paths in READERS.values() for p in paths} | {
+        f"nooterra/{p}" for p in (*DOCS, "src/db/migrate.js")
+    }
+    out: dict[str, str] = {}
+    with tarfile.open(TARBALL) as tar:
+        for member in tar:
+            if member.name in wanted:
+                handle = tar.extractfile(member)
+                assert handle is not None
+                out[member.name.removeprefix("nooterra/")] = handle.read().decode("utf-8")
+    return out
+
+
+@pytest.mark.skipif(
+    not TARBALL.is_file() and not os.environ.get("CI"), reason=f"no upstream snapshot at {TARBALL}"
+)
+class TestAgainstUpstream:
+    def test_every_env_key_is_read_by_its_component_and_documented(self) -> None:
+        """Each key the profile requires is read by that component's code and named by upstream's docs."""
+        src = _upstream()
+        docs = "\n".join(src[d] for d in DOCS)
+        wrong: list[str] = []
+        for env in nooterra().env_files:
+            code = "\n".join(src[p] for p in READERS[env.name])
+            keys = (
+                [k for k, _ in env.values] + list(env.keys) + [k for k, _ in env.patterns] + list(env.absent)
+            )
+            for key in keys:
+                if not re.search(rf"process\.env\.{key}\b|[\"']{key}[\"']", code):
+                    wrong.append(f"{env.name}: {key} is read by no upstream reader")
+                if not re.search(rf"\b{key}\b", docs) and not key.startswith("PROXY_RATE_LIMIT_"):
+                    wrong.append(
+                        f"{env.name}: {key} is named by none of the topology doc, the compose file and CONFIG.md"
+                    )
+        assert wrong == []
+
+    def test_rate_limit_keys_are_the_documented_family(self) -> None:
+        """The topology doc requires PROXY_RATE_LIMIT_* per tenant and per key (l.80)."""
+        assert "Rate limits enabled (`PROXY_RATE_LIMIT_*`, per-tenant and per-key)" in _upstream()[DOCS[0]]
+
+    def test_migrations_table_is_upstreams(self) -> None:
+        """The drill's default migrations table and column are the ones src/db/migrate.js creates."""
+        assert (
+            "CREATE TABLE IF NOT EXISTS proxy_migrations (\n        id TEXT PRIMARY KEY"
+            in _upstream()["src/db/migrate.js"]
+        )
