@@ -252,7 +252,8 @@ def differences(
 
 
 def version_advanced(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
-    """Whether the schema version moved forward (numerically when both are integers, else as text)."""
+    """Whether the schema version moved forward (numerically when both are integers, else as text, or, with
+    the same latest migration, by more migrations applied)."""
     old = before.get("max") if before else None
     new = after.get("max") if after else None
     if new is None:
@@ -261,6 +262,10 @@ def version_advanced(before: Mapping[str, Any] | None, after: Mapping[str, Any] 
         return True
     if re.fullmatch(r"-?\d+", old) and re.fullmatch(r"-?\d+", new):
         return int(new) > int(old)
+    if (
+        new == old
+    ):  # upstream names migrations by file: one may sort below the newest (src/db/migrate.js:33-36)
+        return int(after.get("applied") or 0) > int(before.get("applied") or 0) if before and after else False
     return bool(new > old)
 
 

@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from conformance import nooterra_live as live
+from conformance.checks import CheckFailed
+from conformance.probes.pgdrill import Scratch, UpgradeDrillRecord, version_advanced
 from conformance.probes.ratelimit import BucketLimit, bucket_limit
-from conformance.profile import load_profile
+from conformance.profile import UpgradeDrill, load_profile
+from conformance.suite import test_upgrade_drill as drill_checks
 from gates.evaluate import evaluate
 from gates.gate import expand, load_gate
 
@@ -207,3 +210,70 @@ class TestAgainstUpstream:
             "CREATE TABLE IF NOT EXISTS proxy_migrations (\n        id TEXT PRIMARY KEY"
             in _upstream()["src/db/migrate.js"]
         )
+
+
+def _drill_record(
+    before: dict[str, Any], after: dict[str, Any] | None, exit_code: int = 0
+) -> UpgradeDrillRecord:
+    ddl = {"sha256": "d" * 64}
+    return UpgradeDrillRecord(
+        source="proxy.nooterra", scratch=Scratch(database="proxy", schema="nooterra_gates_restore"),
+        before={"version": before, "ddl": ddl}, after={}, backup={}, manifest=None, restore=None,
+        migration={"command": "migrate", "exitCode": exit_code, "timedOut": False, "stdout": "", "stderr": "",
+                   "snapshot": {"version": after, "ddl": ddl}},
+        rollback=None, cleanup={}, outside_before=(), outside_after=(), live_tables=(), seconds=1.0,
+    )  # fmt: skip
+
+
+def _drill_target(source: str, target: str) -> UpgradeDrill:
+    profile = nooterra(**{"drill.migrate_command": "migrate", "drill.source_release": source,
+                          "drill.target_release": target})  # fmt: skip
+    assert profile.upgrade_drill is not None
+    return profile.upgrade_drill
+
+
+V33 = {"table": "proxy_migrations", "max": "0033_x.sql", "applied": 33}
+V34 = {"table": "proxy_migrations", "max": "0034_y.sql", "applied": 34}
+
+
+class TestMigrationAdvances:
+    """upgrade.drill.migration_advances: an upgrade with nothing to migrate is an upgrade."""
+
+    def test_same_release_with_nothing_pending_passes(self) -> None:
+        """Re-applying the running release's start-up migration changes nothing, and that passes."""
+        drill_checks.test_migration_advances(_drill_target("515f3d33", "515f3d33"), _drill_record(V33, V33))
+
+    def test_same_release_that_migrates_still_passes(self) -> None:
+        """A source release that had not finished its own migrations may apply them now."""
+        drill_checks.test_migration_advances(_drill_target("515f3d33", "515f3d33"), _drill_record(V33, V34))
+
+    def test_different_release_that_applies_nothing_fails_naming_the_settings(self) -> None:
+        """A new release that migrates nothing fails, and the remediation names both release settings."""
+        with pytest.raises(CheckFailed) as failed:
+            drill_checks.test_migration_advances(
+                _drill_target("515f3d33", "0b897f28"), _drill_record(V33, V33)
+            )
+        assert failed.value.reason == "migration_not_advanced"
+        assert failed.value.remediation is not None
+        assert "drill.target_release" in failed.value.remediation
+        assert "drill.source_release" in failed.value.remediation
+
+    def test_a_failing_migration_fails_even_on_the_same_release(self) -> None:
+        """A non-zero exit is a failure whether or not anything was pending: the check can still fail."""
+        with pytest.raises(CheckFailed) as failed:
+            drill_checks.test_migration_advances(
+                _drill_target("a", "a"), _drill_record(V33, V33, exit_code=1)
+            )
+        assert failed.value.reason == "migration_failed"
+        assert failed.value.remediation is not None
+        assert "drill.migrate_command" in failed.value.remediation
+
+    def test_same_release_that_loses_its_table_fails(self) -> None:
+        """The same release may not leave the copy without its migrations table."""
+        with pytest.raises(CheckFailed):
+            drill_checks.test_migration_advances(_drill_target("a", "a"), _drill_record(V33, None))
+
+    def test_file_named_migrations_advance_by_count(self) -> None:
+        """Upstream names migrations by file; one more applied under the same newest name is an advance."""
+        assert version_advanced(V33, {**V33, "applied": 34})
+        assert not version_advanced(V33, V33)
