@@ -929,3 +929,35 @@ class TestSpendGate:
         code, out, _ = invoke("verify-receipt", str(bundle))
         assert code == 1
         assert "FAIL  x402.offer.payment_required: probe_unreachable" in out
+
+
+class TestStatusBindingAbsentOrDifferent:
+    """x402.receipt.http_bindings tells a status the receipt does not bind from one it binds wrongly."""
+
+    def test_binding_absent_but_evidence_ref_present_passes(self) -> None:
+        """Upstream's API leaves bindings.response.status null (src/api/app.js:57599-57604): the http:status ref binds it."""
+
+        def no_binding(r: dict[str, Any]) -> None:
+            r["bindings"]["response"]["status"] = None
+            if r.get("decisionRecord", {}).get("bindings"):
+                r["decisionRecord"]["bindings"]["response"]["status"] = None
+
+        assert "x402.receipt.http_bindings" not in failing(with_receipt(healthy(), no_binding))
+
+    def test_no_status_anywhere_is_absent_not_a_mismatch(self) -> None:
+        """No evidence ref and no binding: response_status_binding_absent."""
+
+        def nothing(r: dict[str, Any]) -> None:
+            r["evidenceRefs"] = [ref for ref in r["evidenceRefs"] if not ref.startswith("http:status:")]
+            r["bindings"]["response"].pop("status", None)
+            if r.get("decisionRecord", {}).get("bindings"):
+                r["decisionRecord"]["bindings"]["response"].pop("status", None)
+
+        assert failing(with_receipt(healthy(), nothing)).get("x402.receipt.http_bindings") == {
+            "response_status_binding_absent"
+        }
+
+    def test_a_different_status_is_a_mismatch(self) -> None:
+        """A bound status other than the one received: response_status_binding_mismatch."""
+        found = failing(with_receipt(healthy(), lambda r: r["bindings"]["response"].update(status=500)))
+        assert found.get("x402.receipt.http_bindings") == {"response_status_binding_mismatch"}
