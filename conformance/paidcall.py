@@ -150,6 +150,8 @@ class PaidCallEvidence:
     refused: dict[str, str] | None = None  # why the suite did not pay: {code, message}
     replay_skipped: dict[str, str] | None = None  # why the replay audit was not run: {code, message}
     token: TokenFacts | None = None
+    # step -> {attempts, waitedMs, budgetMs, visible}: how long a record the API had just written took to show
+    visibility: dict[str, dict[str, Any]] | None = None
     token_value: str | None = field(
         default=None, repr=False, compare=False
     )  # held in memory only, never written
@@ -998,13 +1000,19 @@ def paid_amounts(e: PaidCallEvidence) -> list[Finding]:
 def receipt_present(e: PaidCallEvidence) -> list[Finding]:
     """Exactly one X402ReceiptRecord.v1 is stored for the run ``x402_<gateId>``."""
     found = receipts_of(e)
+    seen = (e.visibility or {}).get(RECEIPTS)
+    waited = (
+        f" ({seen['attempts']} reads over {seen['waitedMs']} ms, budget {seen['budgetMs']} ms)"
+        if seen
+        else ""
+    )
     if not found:
         return [
             _fail(
                 "receipt.count",
                 "receipt_missing",
-                f"no receipt is stored for run {e.run_id}",
-                observed=0,
+                f"no receipt is stored for run {e.run_id}{waited}",
+                observed={"count": 0, "visibility": seen},
                 expected=1,
             )
         ]
@@ -1014,9 +1022,9 @@ def receipt_present(e: PaidCallEvidence) -> list[Finding]:
             len(found) == 1,
             "receipt_duplicated",
             f"{len(found)} receipts are stored for run {e.run_id}",
-            observed=len(found),
+            observed={"count": len(found), "visibility": seen},
             expected=1,
-            passed=f"one receipt for run {e.run_id}",
+            passed=f"one receipt for run {e.run_id}{waited}",
         )
     ]
     for i, r in enumerate(found):

@@ -37,6 +37,8 @@ def paid_call(_: Profile, call: PaidCall) -> PaidToolCall:
         holdback_bps=call.holdback_bps,
         tenant=call.tenant,
         ops_token=call.ops_token,
+        run_param=call.run_param,
+        visibility_budget_s=call.visibility_budget_s,
     )
 
 
