@@ -126,6 +126,12 @@ def test_auth_mode(target: Service, obs: HttpResponse) -> None:
     else:
         reason = "auth_mode_missing"
     ok = obs.status == 200 and isinstance(mode, str) and bool(mode)
+    remediation = {
+        "onboarding_proxy_not_configured": f"Set PROXY_ONBOARDING_BASE_URL in {target.name}'s env file to the "
+        "magic-link service's URL and restart the API.",
+        "onboarding_proxy_unreachable": f"PROXY_ONBOARDING_BASE_URL is set on {target.name}, but nothing answers "
+        "there: correct it to the magic-link service's URL as the API host reaches it, or start magic-link.",
+    }.get(reason)
     expect(
         ok,
         f"GET {obs.url} answered {obs.status}"
@@ -134,6 +140,7 @@ def test_auth_mode(target: Service, obs: HttpResponse) -> None:
         reason=reason,
         observed={"status": obs.status, "code": code, "authMode": mode},
         expected={"status": 200, "authMode": "a non-empty string"},
+        remediation=remediation,
     )
 
 
@@ -167,9 +174,19 @@ def test_ops_auth_scoped(target: Service, obs: HttpResponse, profile: Profile) -
         problems.append(f"{empty} scoped token(s) have empty scopes")
     if not isinstance(count, int) or count > bound:
         problems.append(f"{count} effective ops tokens (at most {bound} declared)")
+    fixes = []
+    if mode != "scoped":
+        fixes.append("set PROXY_OPS_TOKENS (token:scope,...;...) and remove the legacy PROXY_OPS_TOKEN")
+    if empty != 0:
+        fixes.append("give every PROXY_OPS_TOKENS entry its scopes")
+    if not isinstance(count, int) or count > bound:
+        fixes.append("drop unused PROXY_OPS_TOKENS entries (or raise nooterra.maxOpsTokens in the profile)")
     expect(
         not problems,
         f"{target.name}: {'; '.join(problems)}",
+        remediation=f"In {target.name}'s env file, " + "; ".join(fixes) + ", then restart it."
+        if fixes
+        else None,
         reason="ops_auth_legacy" if mode != "scoped" else "ops_auth_not_scoped",
         observed={"mode": mode, "scopedTokensEmptyScopesCount": empty, "effectiveTokensCount": count},
         expected={"mode": "scoped", "scopedTokensEmptyScopesCount": 0, "effectiveTokensCount": f"<= {bound}"},
@@ -205,8 +222,8 @@ def test_ops_tokens_scoped(target: Service, obs: FileContent) -> None:
     title="The API reports its maintenance schedulers enabled",
     targets=_maintenance,
     observe=lambda profile, _: api_request(profile, "/ops/status"),
-    remediation="Set PROXY_FINANCE_RECONCILE_ENABLED=1 and PROXY_MONEY_RAIL_RECONCILE_ENABLED=1 on the API "
-    "and restart it.",
+    remediation="Set the disabled reconciliation switches (PROXY_FINANCE_RECONCILE_ENABLED, "
+    "PROXY_MONEY_RAIL_RECONCILE_ENABLED) to 1 on the API and restart it.",
 )
 def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     """/ops/status: 200 with ok, finance and money-rail reconciliation enabled (the hosted-baseline rule)."""
@@ -224,10 +241,16 @@ def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     expected = {"statusCode": 200, "ok": True, **dict.fromkeys(state, True)}
     if not answered:
         expect(False, f"GET {obs.url} answered {obs.status} with ok={doc.get('ok')!r}",
-               reason="ops_status_unavailable", observed=observed, expected=expected)  # fmt: skip
+               reason="ops_status_unavailable", observed=observed, expected=expected,
+               remediation="/ops/status did not answer ok: a 403 means the ops token (GATES_NOOTERRA_OPS_TOKEN) "
+               "lacks ops_read in PROXY_OPS_TOKENS; a 5xx, look at the API's log and its database.")  # fmt: skip
+    switches = {"financeReconciliation": "PROXY_FINANCE_RECONCILE_ENABLED",
+                "moneyRailReconciliation": "PROXY_MONEY_RAIL_RECONCILE_ENABLED"}  # fmt: skip
+    off = [switches[k] for k, on in state.items() if not on]
     expect(
         all(state.values()),
         f"GET {obs.url}: " + ", ".join(f"{k}.enabled={v}" for k, v in state.items()),
+        remediation=f"Set {' and '.join(f'{k}=1' for k in off)} in the API's env file and restart it.",
         reason="maintenance_schedulers_disabled",
         observed=observed,
         expected=expected,
@@ -240,7 +263,8 @@ def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     targets=_maintenance_with_kinds,
     observe=lambda profile, _: api_request(profile, "/metrics"),
     remediation="The maintenance loop ({name}) is not running or its jobs fail: check its process and log, "
-    "its DATABASE_URL and PROXY_PG_SCHEMA.",
+    "the DATABASE_URL and PROXY_PG_SCHEMA in its env file (the API's schema); if its "
+    "PROXY_MAINTENANCE_INTERVAL_SECONDS is longer than maintenance.max_age, raise maintenance.max_age.",
 )
 def test_maintenance_recent(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """For each declared kind, the last success is no older than the declared bound."""
@@ -302,7 +326,8 @@ def test_metrics_requires_auth(target: Service, obs: HttpResponse) -> None:
     targets=_api_with_token,
     observe=lambda profile, _: api_request(profile, "/metrics"),
     remediation="{name}'s /metrics lacks required series: check that the command-center summary does not fail "
-    "(it guards replay_mismatch_gauge and the dispute gauges) and that the token has ops_read.",
+    "(it guards replay_mismatch_gauge and the dispute gauges; see the API's log), or drop a series the deployment "
+    "does not promise from nooterra.requiredMetrics in the profile.",
 )
 def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """200 and every required series name appears as a sample."""
@@ -313,7 +338,9 @@ def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) ->
     expected = {"statusCode": 200, "missingMetrics": []}
     if obs.status != 200:
         expect(False, f"GET {obs.url} with the ops token answered {obs.status}", reason="metrics_unavailable",
-               observed=observed, expected=expected)  # fmt: skip
+               observed=observed, expected=expected,
+               remediation="Give the ops token the suite uses (GATES_NOOTERRA_OPS_TOKEN) ops_read in the API's "
+               "PROXY_OPS_TOKENS, or look at the API's log for a 5xx.")  # fmt: skip
     expect(
         not missing,
         f"GET {obs.url} lacks {', '.join(missing)}",
@@ -456,6 +483,20 @@ def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
         reason = "rate_limit_not_configured" if disabled else "rate_limit_probe_expected_429_missing"
     else:
         reason = "rate_limit_retry_after_missing"
+    env_name = limit.source if limit is not None else f"{target.name}'s env file"
+    remediation = {
+        "rate_limit_not_configured": f"Set {RPM_KEY} and PROXY_RATE_LIMIT_BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/"
+        f"BURST) in {env_name} and restart {target.name}.",
+        "rate_limit_probe_expected_429_missing": f"{target.name} admitted more requests than {env_name} allows: "
+        "restart it so it runs with that file, and check that one API process serves the tenant (each process "
+        "keeps its own bucket) and nothing in front retries or fans out requests.",
+        "rate_limit_probe_saw_5xx": f"{target.name} answered 5xx during the burst: read its log (an exhausted "
+        "bucket must answer 429, never an error) and check what sits in front of it.",
+        "rate_limit_probe_saw_unexpected_4xx": "The burst met a 4xx other than 429: a 403 means the ops token "
+        "(GATES_NOOTERRA_OPS_TOKEN) lacks ops_read; otherwise check rate_limit.path in the profile.",
+        "rate_limit_retry_after_missing": "The 429 carried no retry-after: the API sets it (src/api/app.js:34710), "
+        "so something in front of it strips the header; let it through.",
+    }.get(reason)
     if disabled and not obs.saw_429:
         detail = f"; {limit.source if limit else ''} sets no {RPM_KEY}, so the API admits every request"
     elif obs.exceeded:
@@ -469,6 +510,7 @@ def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
         summary + detail,
         reason=reason,
         observed=observed,
+        remediation=remediation,
         expected={
             "saw2xx": True,
             "saw429": True,

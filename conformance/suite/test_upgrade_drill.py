@@ -77,12 +77,12 @@ def _backup_missing(target: UpgradeDrill) -> Undetermined:
     targets=_select.upgrade_drills,
     observe=drill,
     remediation="Make pg_dump --schema=SCHEMA --no-owner --no-privileges succeed on the host against {name} (with a "
-    "client of the server's version: drill.pg_bindir), and pin distinct source and target release ids "
-    "(drill.source_release, drill.target_release).",
+    "client of the server's version: drill.pg_bindir), and record the immutable ids of the running and the "
+    "target release (drill.source_release, drill.target_release).",
     drill=True,
 )
 def test_backup_manifest(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
-    """pg_dump exits 0 with a complete, non-empty dump; the manifest satisfies its schema and names two releases."""
+    """pg_dump exits 0 with a complete, non-empty dump; the manifest satisfies its schema and names both releases."""
     b = obs.backup
     problems: list[str] = []
     if b["exitCode"] != 0:
@@ -109,7 +109,7 @@ def test_backup_manifest(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
     expect(not problems, f"{obs.source}: {observed['message']}", reason=reason, observed=observed,
            expected={"schemaVersion": MANIFEST_SCHEMA_VERSION, "pg_dump": "exit 0, complete dump",
                      "artifacts": "each backup artifact: path relative to the run directory, sha256 of its bytes",
-                     "releases": "sourceRelease and targetRelease: two different release ids"})  # fmt: skip
+                     "releases": "sourceRelease and targetRelease: the release ids"})  # fmt: skip
 
 
 @check(

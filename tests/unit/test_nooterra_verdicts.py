@@ -7,6 +7,7 @@ docstrings); the last class re-reads the upstream snapshot itself, where it is a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tarfile
@@ -18,15 +19,26 @@ import pytest
 
 from conformance import nooterra_live as live
 from conformance.checks import CheckFailed
-from conformance.probes.pgdrill import Scratch, UpgradeDrillRecord, version_advanced
-from conformance.probes.ratelimit import BucketLimit, bucket_limit
+from conformance.errors import Undetermined
+from conformance.probes.http import HttpResponse
+from conformance.probes.pgdrill import (
+    MANIFEST_SCHEMA_VERSION,
+    Scratch,
+    UpgradeDrillRecord,
+    manifest_problems,
+    version_advanced,
+)
+from conformance.probes.ratelimit import BucketLimit, LimitBurstResult, bucket_limit
 from conformance.profile import UpgradeDrill, load_profile
+from conformance.suite import test_nooterra_live as live_checks
 from conformance.suite import test_upgrade_drill as drill_checks
 from gates.evaluate import evaluate
 from gates.gate import expand, load_gate
 
 SHARED = Path(os.environ.get("GATES_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
 TARBALL = SHARED / "upstream" / "nooterra-515f3d33.tar.gz"
+
+API = load_profile("nooterra", {"serving_mode": "self-host"}).service("api")
 
 UPSTREAM_RULES = """
 groups:
@@ -277,3 +289,100 @@ class TestMigrationAdvances:
         """Upstream names migrations by file; one more applied under the same newest name is an advance."""
         assert version_advanced(V33, {**V33, "applied": 34})
         assert not version_advanced(V33, V33)
+
+    def test_a_manifest_may_name_one_release_twice(self) -> None:
+        """The playbook records sourceRelease and targetRelease (Step 1.4) without asking them to differ."""
+        manifest = {"schemaVersion": MANIFEST_SCHEMA_VERSION, "sourceRelease": "515f3d33", "targetRelease": "515f3d33",
+                    "artifacts": [{"path": "postgres/s.sql", "sha256": "a" * 64}]}  # fmt: skip
+        assert manifest_problems(manifest) == []
+
+
+def _burst(statuses: dict[int, int], *, limit: BucketLimit | None, admitted: int, exceeded: bool = False,
+           retry_after: str | None = "1", elapsed_ms: float = 500.0) -> LimitBurstResult:  # fmt: skip
+    return LimitBurstResult(
+        url="http://api/ops/status", sent=sum(statuses.values()), admitted=admitted, elapsed_ms=elapsed_ms,
+        statuses=tuple(sorted(statuses.items())), first_429_retry_after=retry_after if 429 in statuses else None,
+        saw_429=429 in statuses, limit=limit, limit_error=None if limit else "no env file", exceeded=exceeded,
+        out_of_time=False,
+    )  # fmt: skip
+
+
+LIMIT = BucketLimit(rpm=600, burst=60, source="/etc/nooterra/api.env")
+
+
+class TestRateLimitVerdicts:
+    """nooterra.rate_limit.enforced decides from the declared limit, never from the certifier's speed."""
+
+    def test_a_429_with_retry_after_passes(self) -> None:
+        """Some 2xx, then a 429 carrying retry-after (src/api/app.js:34703-34714)."""
+        live_checks.test_rate_limit(API, _burst({200: 61, 429: 1}, limit=LIMIT, admitted=61))
+
+    def test_a_burst_too_slow_to_empty_the_bucket_is_undetermined(self) -> None:
+        """No 429 while still within what the limit admits in that time: the certifier was slow, not the API wrong."""
+        with pytest.raises(Undetermined, match="too slow to empty the bucket"):
+            live_checks.test_rate_limit(API, _burst({200: 120}, limit=LIMIT, admitted=120, elapsed_ms=20_000))
+
+    def test_more_admitted_than_the_limit_allows_fails(self) -> None:
+        """Past burst + elapsed * rpm / 60000 without a 429 the limit is not enforced."""
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_rate_limit(API, _burst({200: 80}, limit=LIMIT, admitted=80, exceeded=True))
+        assert failed.value.reason == "rate_limit_probe_expected_429_missing"
+        assert "admits at most 65" in failed.value.message
+
+    def test_an_unset_limit_fails_naming_the_setting(self) -> None:
+        """No PROXY_RATE_LIMIT_RPM: the API admits everything (app.js:1890); the fix names the key and the file."""
+        disabled = BucketLimit(rpm=0, burst=0, source="/etc/nooterra/api.env")
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_rate_limit(API, _burst({200: 120}, limit=disabled, admitted=120))
+        assert failed.value.reason == "rate_limit_not_configured"
+        assert failed.value.remediation is not None
+        assert "PROXY_RATE_LIMIT_RPM" in failed.value.remediation
+        assert "/etc/nooterra/api.env" in failed.value.remediation
+
+    def test_a_missing_retry_after_does_not_point_at_the_limit_settings(self) -> None:
+        """The limit is set and works: the fix is whatever strips retry-after, not PROXY_RATE_LIMIT_*."""
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_rate_limit(
+                API, _burst({200: 61, 429: 1}, limit=LIMIT, admitted=61, retry_after=None)
+            )
+        assert failed.value.reason == "rate_limit_retry_after_missing"
+        assert failed.value.remediation is not None
+        assert "PROXY_RATE_LIMIT" not in failed.value.remediation
+
+    def test_without_a_readable_limit_a_missing_429_is_undetermined(self) -> None:
+        """Without the configured limit a missing 429 cannot tell a missing limit from a large one."""
+        with pytest.raises(Undetermined, match="without the configured limit"):
+            live_checks.test_rate_limit(API, _burst({200: 120}, limit=None, admitted=120))
+
+    def test_a_5xx_fails_whatever_the_limit(self) -> None:
+        """An exhausted bucket must never answer 5xx."""
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_rate_limit(API, _burst({200: 30, 503: 1}, limit=None, admitted=31))
+        assert failed.value.reason == "rate_limit_probe_saw_5xx"
+
+
+def _ops_status(finance: bool, money: bool) -> HttpResponse:
+    body = {"ok": True, "maintenance": {"financeReconciliation": {"enabled": finance},
+                                        "moneyRailReconciliation": {"enabled": money}}}  # fmt: skip
+    return HttpResponse(url="http://api/ops/status", host_header=None, status=200, headers=(),
+                        body=json.dumps(body).encode(), elapsed_s=0.01)  # fmt: skip
+
+
+class TestRemediationsNameWhatToChange:
+    def test_schedulers_name_only_the_disabled_switch(self) -> None:
+        """Only the switch that is off is named; the one already set to 1 is not."""
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_maintenance_schedulers(API, _ops_status(finance=True, money=False))
+        assert (
+            failed.value.remediation
+            == "Set PROXY_MONEY_RAIL_RECONCILE_ENABLED=1 in the API's env file and restart it."
+        )
+
+    def test_an_unreachable_onboarding_proxy_is_not_told_to_set_its_url(self) -> None:
+        """502 ONBOARDING_PROXY_UNREACHABLE: the URL is set; the fix is where it points."""
+        answer = HttpResponse(url="http://api/v1/public/auth-mode", host_header=None, status=502, headers=(),
+                              body=b'{"code":"ONBOARDING_PROXY_UNREACHABLE"}', elapsed_s=0.01)  # fmt: skip
+        with pytest.raises(CheckFailed) as failed:
+            live_checks.test_auth_mode(API, answer)
+        assert failed.value.remediation is not None
+        assert failed.value.remediation.startswith("PROXY_ONBOARDING_BASE_URL is set")
