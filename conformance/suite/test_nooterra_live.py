@@ -224,6 +224,7 @@ def test_ops_tokens_scoped(target: Service, obs: FileContent) -> None:
     observe=lambda profile, _: api_request(profile, "/ops/status"),
     remediation="Set the disabled reconciliation switches (PROXY_FINANCE_RECONCILE_ENABLED, "
     "PROXY_MONEY_RAIL_RECONCILE_ENABLED) to 1 on the API and restart it.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     """/ops/status: 200 with ok, finance and money-rail reconciliation enabled (the hosted-baseline rule)."""
@@ -265,6 +266,7 @@ def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     remediation="The maintenance loop ({name}) is not running or its jobs fail: check its process and log, "
     "the DATABASE_URL and PROXY_PG_SCHEMA in its env file (the API's schema); if its "
     "PROXY_MAINTENANCE_INTERVAL_SECONDS is longer than maintenance.max_age, raise maintenance.max_age.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_maintenance_recent(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """For each declared kind, the last success is no older than the declared bound."""
@@ -328,6 +330,7 @@ def test_metrics_requires_auth(target: Service, obs: HttpResponse) -> None:
     remediation="{name}'s /metrics lacks required series: check that the command-center summary does not fail "
     "(it guards replay_mismatch_gauge and the dispute gauges; see the API's log), or drop a series the deployment "
     "does not promise from nooterra.requiredMetrics in the profile.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """200 and every required series name appears as a sample."""
@@ -442,6 +445,7 @@ def _burst(profile: Profile, _: Service) -> RateLimitBurst:
     observe=_burst,
     remediation="Set PROXY_RATE_LIMIT_RPM and PROXY_RATE_LIMIT_BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/BURST) "
     "in {name}'s env file and restart it; an exhausted bucket must answer 429 RATE_LIMITED with retry-after.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
     """Some 2xx, then a 429 with retry-after, or never more admitted than the declared limit allows.
