@@ -49,6 +49,7 @@ class CheckSpec:
     drill: bool = False  # it changes the target (and restores it): runs only when explicitly allowed
     spends: bool = False  # it pays real money (a paid call): runs only within an explicit spend allowance
     applies_when: str = ""  # the profile setting that gives the check a target, when one must be set
+    needs_systemd: bool = False  # it reads systemd units or timers: no target where no service manager runs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +82,7 @@ def check(
     drill: bool = False,
     spends: bool = False,
     applies_when: str = "",
+    needs_systemd: bool = False,
 ) -> Callable[[F], F]:
     """Register a pytest test as the check ``check_id``.
 
@@ -106,6 +108,7 @@ def check(
             drill=drill,
             spends=spends,
             applies_when=applies_when,
+            needs_systemd=needs_systemd,
         )
         existing = REGISTRY.get(check_id)
         if existing is not None and existing.origin != origin:

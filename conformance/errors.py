@@ -6,7 +6,9 @@ The hierarchy is documented once, here::
     ├── ConfigError                 bad input: profile, gate file, argument (exit code 2)
     └── ProbeError                  a probe could not observe; the check outcome is `error`
         ├── ProbeTimeout            connect/read/total deadline exceeded
-        ├── ProbeUnreachable        refused, reset, DNS failure, no route
+        ├── ProbeUnreachable        reset, DNS failure, no route
+        │   └── ConnectionRefused   the host refused the connection: an observation (the check fails)
+        ├── NoSystemd               the target runs no systemd: its units and timers cannot be observed
         ├── ProbeProtocolError      the peer answered something that is not the protocol asked for
         ├── ProbeResponseTooLarge   the response exceeded the configured size cap
         ├── Undetermined            observations exist but cannot decide the check
@@ -20,6 +22,7 @@ subclasses at the probe boundary, so that "could not determine" never turns into
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -70,6 +73,41 @@ class ProbeUnreachable(ProbeError):
     """The connection was refused or reset, or the name did not resolve."""
 
     reason_code: ClassVar[str] = "probe_unreachable"
+
+
+class ConnectionRefused(ProbeUnreachable):
+    """The host answered the connection with a refusal: nothing listens on a port the profile says must listen.
+
+    Unlike the other probe errors this is an observation of the target, not a failure to observe
+    it, so a check it reaches *fails* (reason ``connection_refused``) instead of erroring.
+    """
+
+    reason_code: ClassVar[str] = "connection_refused"
+
+    def __init__(self, message: str, *, endpoint: str) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+def is_refusal(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a refused TCP connection (ECONNREFUSED)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, ConnectionRefusedError) or (
+            isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
+        ):
+            return True
+        if "Connection refused" in str(exc) or "[Errno 111]" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class NoSystemd(ProbeError):
+    """The target runs no systemd (PID 1 is something else), so a unit or timer cannot be observed there."""
+
+    reason_code: ClassVar[str] = "no_systemd"
 
 
 class ProbeTlsError(ProbeError):

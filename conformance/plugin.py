@@ -28,7 +28,7 @@ from conformance.checks import (
     load_suite,
     spec_of,
 )
-from conformance.errors import ConfigError, ProbeError
+from conformance.errors import ConfigError, ConnectionRefused, ProbeError
 from conformance.probes.base import Context, Prober
 from conformance.probes.resolve import resolve
 from conformance.profile import Profile, load_profile, parse_sets, url_endpoint
@@ -42,6 +42,10 @@ EVIDENCE_KEY = pytest.StashKey[Evidence]()
 RESULT_SCHEMA = "GatesCheckResult.v1"
 SETS_ENV = "GATES_SETS_JSON"
 FREE_TEXT = ("message", "observed", "expected", "remediation")  # ids and titles are never rewritten
+REFUSED_REMEDIATION = (
+    "Nothing accepts connections where {name} must listen: start it (systemctl start {unit}) and check "
+    "its bind address and port against the profile."
+)
 ERROR_REMEDIATION = {
     "probe_unreachable": "Could not reach {name}: check that it runs and listens where the profile says, "
     "and that the target is reachable.",
@@ -50,6 +54,8 @@ ERROR_REMEDIATION = {
     "probe_protocol_error": "What answers for {name} does not speak the expected protocol: check what listens there.",
     "probe_tls_error": "The TLS handshake with {name} failed: check its certificate (name, chain, expiry); for a "
     "private CA give its certificate as the profile's probe.caFile.",
+    "no_systemd": "This host runs no systemd: certify it with the profile's processManager set to none, or run "
+    "the services under systemd as the profile declares.",
     "spend_not_allowed": "Re-run with --allow-spend-cents covering the amount the message names.",
 }
 
@@ -71,7 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gates-target",
         metavar="URL",
         default="local",
-        help="How to reach the host: 'local' (default) or 'ssh://user@host[:port]'.",
+        help="How to reach the host: 'local' (default), 'ssh://user@host[:port]' or 'netns://NAME'.",
     )
     group.addoption("--gates-results", metavar="PATH", help="Write one JSON line per check instance here.")
     group.addoption(
@@ -327,6 +333,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             observed=exc.observed,
             expected=exc.expected,
             remediation=exc.remediation or _render(spec.remediation, target),
+        )
+    elif isinstance(exc, ConnectionRefused):  # observed: nothing listens where the profile says
+        record.update(
+            outcome="fail",
+            reasonCode=exc.reason_code,
+            message=str(exc),
+            observed={"endpoint": exc.endpoint, "connection": "refused"},
+            expected={"endpoint": exc.endpoint, "connection": "accepted"},
+            remediation=_render(REFUSED_REMEDIATION, target),
         )
     elif isinstance(exc, ProbeError):
         hint = ERROR_REMEDIATION.get(exc.reason_code)

@@ -37,6 +37,9 @@ class Variable:
     value: str
     secret: bool
     origin: Literal["default", "environment", "argument"]
+    default: str = ""  # as declared (it may refer to earlier variables)
+    env: str | None = None  # the environment variable it is read from, if any
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -497,13 +500,20 @@ def _variables(
     for name, spec in declared.items():
         secret = bool(spec.get("secret", False))
         env_name = spec.get("env")
+        about = {
+            "default": str(spec["default"]),
+            "env": env_name,
+            "description": str(spec.get("description", "")),
+        }
         if name in overrides:
-            out.append(Variable(name=name, value=overrides[name], secret=secret, origin="argument"))
+            out.append(Variable(name=name, value=overrides[name], secret=secret, origin="argument", **about))
         elif env_name and env_name in environ:
-            out.append(Variable(name=name, value=environ[env_name], secret=secret, origin="environment"))
+            out.append(
+                Variable(name=name, value=environ[env_name], secret=secret, origin="environment", **about)
+            )
         else:
             value = _default(doc, name, str(spec["default"]), {v.name: v.value for v in out})
-            out.append(Variable(name=name, value=value, secret=secret, origin="default"))
+            out.append(Variable(name=name, value=value, secret=secret, origin="default", **about))
     return tuple(out)
 
 
@@ -789,13 +799,15 @@ def _drill(r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Servi
         raise r.fail(
             (*p, "registry", "service"), f"{registry['service']!r} is not a declared postgres service"
         )
-    for key in ("deploy", "rollback"):
-        if "{release}" not in raw[key]:
-            raise r.fail((*p, key), f"the {key} command must contain {{release}}")
+    commands = {key: r.text(raw[key], (*p, key)) for key in ("deploy", "rollback")}
+    for key, command in commands.items():
+        if "{release}" not in command:
+            via = f" (it is {raw[key]!r}: check that variable's value)" if "${" in str(raw[key]) else ""
+            raise r.fail((*p, key), f"the {key} command must contain {{release}}, got {command!r}{via}")
     units = raw.get("units")
     return Drill(
-        deploy=r.text(raw["deploy"], (*p, "deploy")),
-        rollback=r.text(raw["rollback"], (*p, "rollback")),
+        deploy=commands["deploy"],
+        rollback=commands["rollback"],
         candidate=r.text(raw["candidate"], (*p, "candidate")),
         broken=r.text(raw["broken"], (*p, "broken")),
         registry_service=registry["service"],

@@ -4,6 +4,10 @@
 commands through pytest-testinfra's SSH backend, and reaches services bound to the
 host's loopback through one SSH connection carrying a local port forward per endpoint,
 because ``127.0.0.1`` on the host is not reachable from anywhere else.
+``netns://NAME`` certifies services in the network namespace ``ip netns`` calls NAME
+(``/run/netns/NAME``): the process moves into it before any probe thread starts, so every
+command, socket and database client of the run sees that namespace's loopback and ports
+(entering a network namespace needs CAP_SYS_ADMIN).
 
 SSH options come from the environment: ``GATES_SSH_IDENTITY`` (private key file) and
 ``GATES_SSH_CONFIG`` (an ssh_config file).
@@ -12,6 +16,8 @@ SSH options come from the environment: ``GATES_SSH_IDENTITY`` (private key file)
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import socket
@@ -26,6 +32,9 @@ import testinfra
 
 from conformance.errors import ConfigError, ProbeUnreachable
 
+_NETNS_URL = re.compile(r"^netns://(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})/?$")
+_NETNS_DIR = "/run/netns"
+_CLONE_NEWNET = 0x40000000
 _SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
 
 
@@ -57,14 +66,34 @@ class SshSpec:
         return f"ssh://{user}{self.host}:{self.port}"
 
 
-def parse_target(target: str) -> SshSpec | None:
-    """None for ``local``; an `SshSpec` for ``ssh://``; anything else is a `ConfigError`."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetnsSpec:
+    """A parsed ``netns://NAME`` target."""
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        """The target as given."""
+        return f"netns://{self.name}"
+
+    @property
+    def path(self) -> str:
+        """The namespace's file, as ``ip netns`` keeps it."""
+        return os.path.join(_NETNS_DIR, self.name)
+
+
+def parse_target(target: str) -> SshSpec | NetnsSpec | None:
+    """None for ``local``; an `SshSpec` for ``ssh://``, a `NetnsSpec` for ``netns://``; else a `ConfigError`."""
     if target in ("local", "local://"):
         return None
+    netns = _NETNS_URL.match(target)
+    if netns:
+        return NetnsSpec(name=netns.group("name"))
     match = _SSH_URL.match(target)
     if not match:
         raise ConfigError(
-            f"unsupported target {target!r}: use 'local' or 'ssh://user@host[:port]'",
+            f"unsupported target {target!r}: use 'local', 'ssh://user@host[:port]' or 'netns://NAME'",
             source="<argument --target>",
         )
     port = int(match.group("port") or 22)
@@ -74,11 +103,10 @@ def parse_target(target: str) -> SshSpec | None:
 
 
 class LocalTarget:
-    """The host this process runs on."""
+    """The host this process runs on (``name`` says how it was reached: ``local`` or ``netns://NAME``)."""
 
-    name = "local"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
         self.host = testinfra.get_host("local://")
 
     def dial(self, address: str, port: int) -> tuple[str, int]:
@@ -210,22 +238,77 @@ class SshTarget:
             self._tunnel.stderr.close()
 
 
+def check_target(target: str) -> None:
+    """Refuse, as a `ConfigError`, a ``--target`` that is malformed or names a namespace that is not there."""
+    spec = parse_target(target)
+    if isinstance(spec, NetnsSpec) and not os.path.exists(spec.path):
+        raise ConfigError(
+            f"network namespace {spec.name!r} not found ({spec.path}); 'ip netns list' shows the namespaces there are",
+            source="<argument --target>",
+        )
+
+
+def enter_netns(spec: NetnsSpec) -> None:
+    """Move the calling thread (and every thread and process it starts later) into ``spec``'s namespace."""
+    try:
+        fd = os.open(spec.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(
+            f"network namespace {spec.name!r} not found ({spec.path}: {exc.strerror}); "
+            "'ip netns list' shows the namespaces there are",
+            source="<argument --target>",
+        ) from exc
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise ConfigError(
+                f"cannot enter network namespace {spec.name!r}: {os.strerror(err)}"
+                + (
+                    " (entering a network namespace needs root or CAP_SYS_ADMIN)"
+                    if err == errno.EPERM
+                    else ""
+                ),
+                source="<argument --target>",
+            )
+    finally:
+        os.close(fd)
+
+
 def make_target(
     target: str, *, endpoints: Iterable[tuple[str, int]] = (), connect_timeout: float = 2.0
 ) -> Target:
-    """Build the target for ``--target`` (``local`` or ``ssh://user@host[:port]``)."""
+    """Build the target for ``--target`` (``local``, ``ssh://user@host[:port]`` or ``netns://NAME``).
+
+    A ``netns://`` target moves this process's calling thread into the namespace: call it before
+    starting any probe thread (threads and processes started afterwards inherit the namespace).
+    """
     spec = parse_target(target)
     if spec is None:
         return LocalTarget()
+    if isinstance(spec, NetnsSpec):
+        enter_netns(spec)
+        return LocalTarget(spec.url)
     return SshTarget(spec, endpoints=endpoints, connect_timeout=connect_timeout)
 
 
 def make_host(target: str) -> Any:
-    """Validate ``--target`` and return a testinfra host for it (no tunnels)."""
+    """Validate ``--target`` and return a testinfra host for it (no tunnels; a namespace is not entered)."""
     spec = parse_target(target)
-    if spec is None:
+    if spec is None or isinstance(spec, NetnsSpec):
         return testinfra.get_host("local://")
     return testinfra.get_host(spec.url)
 
 
-__all__ = ["LocalTarget", "SshSpec", "SshTarget", "Target", "make_host", "make_target", "parse_target"]
+__all__ = [
+    "LocalTarget",
+    "NetnsSpec",
+    "SshSpec",
+    "SshTarget",
+    "Target",
+    "check_target",
+    "enter_netns",
+    "make_host",
+    "make_target",
+    "parse_target",
+]

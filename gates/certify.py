@@ -160,9 +160,9 @@ def certify(
         )
         supplied_components = _supplied(supplied, profile)
         checks = sorted({c for doc in docs for c in required_checks(doc)})
-        from conformance.targets import parse_target
+        from conformance.targets import check_target
 
-        parse_target(target)  # refuse an unsupported target
+        check_target(target)  # refuse an unsupported target, or a namespace that is not there
         if suite_process is None:
             # The check run starts now; resolving check ids and expanding gates overlaps with it.
             suite_process = SuiteProcess(

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="override a profile variable (repeatable)",
     )
     run.add_argument(
-        "--target", default="local", help="how to reach the host: local (default) or ssh://user@host[:port]"
+        "--target",
+        default="local",
+        help="how to reach the host: local (default), ssh://user@host[:port] or netns://NAME",
     )
     run.add_argument("--ssh-config", default=None, type=Path, help="ssh_config file for an ssh:// target")
     run.add_argument("--ssh-identity", default=None, type=Path, help="private key file for an ssh:// target")
@@ -234,6 +236,20 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 # --- list, faults, verify --------------------------------------------------------------------
 
 
+def _list_variables(profile: Any, out: IO[str]) -> None:
+    """Each variable: name, default (a secret's never shown), secret or not, env var, description."""
+    rows = [("variable", "default", "secret", "env", "description")]
+    for v in profile.variables:
+        default = "(hidden)" if v.secret and v.default else (v.default if v.default != "" else '""')
+        rows.append((v.name, default, "yes" if v.secret else "no", v.env or "-", v.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"variables of profile {profile.name!r} (set with --set NAME=VALUE, or the env var):", file=out)
+    for row in rows:
+        line = "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        print(("  " + line).rstrip(), file=out)
+    print(file=out)
+
+
 def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from conformance.checks import catalog
     from conformance.profile import load_profile, parse_sets
@@ -241,6 +257,7 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from gates.gate import Expansion, expand
 
     profile = load_profile(args.profile, parse_sets(args.sets))
+    _list_variables(profile, out)
     for gate in _select_gates(profile, []):
         print(f"{gate.name}\t{gate.source}\t-> gates/{gate.report}", file=out)
         if gate.rollup:
@@ -259,10 +276,13 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             print(f"  {inst.id}{note}", file=out)
         needs = dict(exp.needs)
         for check_id in exp.unmatched:
-            hint = f"; set {needs[check_id]}" if check_id in needs else ""
-            print(
-                f"  {check_id}[?]  (no target in this profile: the gate will be incomplete{hint})", file=out
+            why = (
+                "needs systemd; processManager is none"
+                if exp.reason(check_id) == "requires_systemd"
+                else "no target in this profile"
             )
+            hint = f"; set {needs[check_id]}" if check_id in needs else ""
+            print(f"  {check_id}[?]  ({why}: the gate will be incomplete{hint})", file=out)
     other = sorted(
         {i.id for i in catalog(profile)}
         - {i.id for g in _select_gates(profile, []) for i in expand(g, profile).instances}

@@ -49,6 +49,33 @@ def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]
     return entry
 
 
+def _unmatched(check_id: str, reason: str, need: str | None = None) -> dict[str, Any]:
+    """The report entry of a required check the profile gives no target: not run, counted, with its reason."""
+    if reason == "requires_systemd":
+        message = (
+            f"{check_id} reads systemd units or timers, and the profile says no service manager runs this "
+            "deployment (processManager: none), so it cannot be certified here"
+        )
+        remediation = (
+            "Certify this gate on the host where systemd runs the services (--set process_manager=systemd), "
+            "or mark the requirement optional in the gate file."
+        )
+    else:
+        message = f"the profile declares no target for required check {check_id}" + (
+            f" (it applies once {need} is set)" if need else ""
+        )
+        remediation = (
+            f"Set {need}" if need else "Declare the part of the deployment this check certifies"
+        ) + ", or mark the requirement optional in the gate file."
+    return {
+        "id": check_id,
+        "ok": False,
+        "status": "not_run",
+        "failureCode": reason,
+        "detail": {"message": message, "remediation": remediation},
+    }
+
+
 def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str, Any]]) -> Evaluation:
     """Fail if any required instance failed; else incomplete if any did not pass or nothing was required."""
     checks = [_entry(inst.id, results.get(inst.id)) for inst in expansion.instances]
@@ -66,37 +93,22 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
     ]
     needs = dict(expansion.needs)
     for check_id in expansion.unmatched:
-        need = needs.get(check_id)
-        reason = f"the profile declares no target for required check {check_id}" + (
-            f" (it applies once {need} is set)" if need else ""
-        )
-        remediation = (
-            f"Set {need}" if need else "Declare the part of the deployment this check certifies"
-        ) + ", or mark the requirement optional in the gate file."
-        # counted like any instance that did not run, so totals and notRunChecks name it too
-        checks.append(
-            {
-                "id": check_id,
-                "ok": False,
-                "status": "not_run",
-                "failureCode": "no_target",
-                "detail": {"message": reason, "remediation": remediation},
-            }
-        )
+        entry = _unmatched(check_id, expansion.reason(check_id), needs.get(check_id))
+        checks.append(entry)
         blocking.append(
             {
                 "id": f"{gate.name}:{check_id}",
                 "checkId": check_id,
                 "status": "not_run",
-                "failureCode": "no_target",
-                "reason": reason,
-                "remediation": remediation,
+                "failureCode": entry["failureCode"],
+                "reason": entry["detail"]["message"],
+                "remediation": entry["detail"]["remediation"],
             }
         )
     counts = {s: sum(1 for c in checks if c["status"] == s) for s in ("pass", *STATUS_ORDER)}
     if counts["fail"]:
         status = "fail"
-    elif blocking or not checks:
+    elif blocking or not expansion.instances:
         status = "incomplete"
     else:
         status = "pass"

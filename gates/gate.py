@@ -163,6 +163,12 @@ class Expansion:
     unmatched: tuple[str, ...]  # requirements the profile gives no target for
     # check id -> the setting that gives it a target (the check's `applies_when`), for unmatched ones
     needs: tuple[tuple[str, str], ...] = ()
+    # why, per unmatched requirement that has a reason other than "no target": (check id, reason code)
+    reasons: tuple[tuple[str, str], ...] = ()
+
+    def reason(self, check_id: str) -> str:
+        """``requires_systemd`` (the check reads systemd, which the profile says does not run it) or ``no_target``."""
+        return dict(self.reasons).get(check_id, "no_target")
 
 
 def expand(gate: Gate, profile: Profile) -> Expansion:
@@ -194,6 +200,14 @@ def expand(gate: Gate, profile: Profile) -> Expansion:
     needs = tuple(
         (c, REGISTRY[c].applies_when) for c in unmatched if c in REGISTRY and REGISTRY[c].applies_when
     )
+    reasons = tuple(
+        (c, "requires_systemd")
+        for c in unmatched
+        if c in REGISTRY and REGISTRY[c].needs_systemd and profile.process_manager != "systemd"
+    )
     return Expansion(
-        instances=tuple(sorted(chosen.values(), key=lambda i: i.id)), unmatched=tuple(unmatched), needs=needs
+        instances=tuple(sorted(chosen.values(), key=lambda i: i.id)),
+        unmatched=tuple(unmatched),
+        reasons=reasons,
+        needs=needs,
     )

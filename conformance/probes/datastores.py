@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from dataclasses import dataclass, field
 
 import psycopg
@@ -11,7 +12,13 @@ from psycopg import pq
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conformance.errors import ProbeProtocolError, ProbeTimeout, ProbeUnreachable
+from conformance.errors import (
+    ConnectionRefused,
+    ProbeProtocolError,
+    ProbeTimeout,
+    ProbeUnreachable,
+    is_refusal,
+)
 from conformance.probes.base import Context
 
 PING_NAMES = {
@@ -33,6 +40,16 @@ def _conninfo(address: str, port: int, dbname: str, user: str, password: str | N
         application_name="gates-conformance",
         sslmode="prefer",
     )
+
+
+def _raise_if_refused(address: str, port: int, what: str, timeout_s: float) -> None:
+    """libpq says only "no response": a plain connect tells a refusal (an observation) from silence."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return
+    except OSError as exc:
+        if is_refusal(exc):
+            raise ConnectionRefused(f"{what}: connection refused", endpoint=what.rsplit(" ", 1)[-1]) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +74,9 @@ class PgPing:
         info = _conninfo(address, port, self.dbname, self.user, None, ctx.settings.connect_timeout_s)
         code = pq.Ping(pq.PGconn.ping(info.encode()))
         if code == pq.Ping.NO_RESPONSE:
+            _raise_if_refused(
+                address, port, f"postgres at {self.address}:{self.port}", ctx.settings.connect_timeout_s
+            )
             raise ProbeUnreachable(f"postgres at {self.address}:{self.port}: no response")
         if code == pq.Ping.NO_ATTEMPT:
             raise ProbeProtocolError(
@@ -162,6 +182,11 @@ class RedisPing:
         except redis.TimeoutError as exc:
             raise ProbeTimeout(f"redis at {self.address}:{self.port}: timed out") from exc
         except redis.ConnectionError as exc:
+            if is_refusal(exc):
+                raise ConnectionRefused(
+                    f"redis at {self.address}:{self.port}: connection refused",
+                    endpoint=f"{self.address}:{self.port}",
+                ) from exc
             raise ProbeUnreachable(f"redis at {self.address}:{self.port}: {exc}") from exc
         except redis.RedisError as exc:
             raise ProbeProtocolError(f"redis at {self.address}:{self.port}: {exc}") from exc

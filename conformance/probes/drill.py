@@ -166,6 +166,7 @@ class DeployRollbackDrill:
                 "the profile names no drill releases: set drill.candidate (a release that passes the health "
                 "gate) and drill.broken (one that fails it)"
             )
+        self._preflight(ctx)
         address, port = ctx.dial(self.registry_address, self.registry_port)
         reg = _Registry(
             _conninfo(address, port, self.registry_db, self.registry_user, self.registry_password, 5.0),
@@ -205,6 +206,22 @@ class DeployRollbackDrill:
             differences=tuple(_differences(before_cmp, after_cmp)),
         )
 
+    def _preflight(self, ctx: Context) -> None:
+        """Refuse to start (changing nothing) when the deploy or rollback program is missing or not executable."""
+        for what, template in (("deploy", self.deploy), ("rollback", self.rollback)):
+            try:
+                program = shlex.split(template)[0]
+            except (ValueError, IndexError):
+                raise ProbeError(f"the drill's {what} command {template!r} cannot be parsed") from None
+            found = ctx.host.run(
+                "bash -c %s gates-preflight %s", 'type -P -- "$1" || type -t -- "$1"', program
+            )
+            if found.rc != 0 or not found.stdout.strip():
+                raise ProbeError(
+                    f"the drill's {what} command {program!r} is not found or not executable on the target; "
+                    "nothing was changed. Set the profile's drill commands to the target's own tooling"
+                )
+
     def _step(self, ctx: Context, reg: _Registry, name: str, command: str, release: str) -> dict[str, Any]:
         started = time.monotonic()
         result = ctx.host.run(
@@ -231,6 +248,16 @@ class DeployRollbackDrill:
         code = int(fields["rc"])
         if code in (124, 137):
             raise ProbeError(f"{command!r} did not finish within {self.timeout_s}s")
+        if code in (
+            126,
+            127,
+        ):  # the shell could not find or execute it: nothing was deployed, nothing observed
+            why = _b64(fields.get("stderr", "")).strip().splitlines()
+            raise ProbeError(
+                f"{command!r} could not be run (exit {code}: {'not executable' if code == 126 else 'not found'})"
+                + (f": {why[-1][:300]}" if why else "")
+                + "; set the profile's drill deploy/rollback commands to the target's own tooling"
+            )
         record: dict[str, Any] = {
             "step": name,
             "release": release,

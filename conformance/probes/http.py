@@ -16,11 +16,13 @@ import httpcore
 import httpx
 
 from conformance.errors import (
+    ConnectionRefused,
     ProbeProtocolError,
     ProbeResponseTooLarge,
     ProbeTimeout,
     ProbeTlsError,
     ProbeUnreachable,
+    is_refusal,
 )
 from conformance.probes.base import Context
 from conformance.profile import Service, url_endpoint
@@ -255,6 +257,12 @@ class HttpGet:
             if tls is not None:
                 raise ProbeTlsError(
                     f"{self.method} {self.url}: TLS handshake failed: {tls_reason(tls)}"
+                ) from exc
+            if is_refusal(exc):
+                raise ConnectionRefused(
+                    f"{self.method} {self.url}: connection refused (nothing listens on "
+                    f"{host_port(self.address, self.port)})",
+                    endpoint=host_port(self.address, self.port),
                 ) from exc
             raise ProbeUnreachable(f"{self.method} {self.url}: {exc or type(exc).__name__}") from exc
         except (httpx.ProtocolError, httpx.DecodingError, httpx.InvalidURL) as exc:

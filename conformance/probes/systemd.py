@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conformance.errors import ProbeError
+from conformance.errors import NoSystemd, ProbeError
 from conformance.probes.base import Context
 
 UNIT_PROPERTIES = (
@@ -39,6 +39,25 @@ class UnitInfo:
         ]
 
 
+# Shell prefix: on a host where systemd is not PID 1, print a marker (with PID 1's name) and stop.
+_IF_SYSTEMD = (
+    '[ -d /run/systemd/system ] || { echo "gates-no-systemd $(cat /proc/1/comm 2>/dev/null || echo unknown)"; '
+    "exit 0; }; "
+)
+
+
+def _refuse_without_systemd(stdout: str, unit: str) -> None:
+    """Raise `NoSystemd` when the command found no running systemd on the target."""
+    first = stdout.split("\n", 1)[0]
+    if first.startswith("gates-no-systemd"):
+        pid1 = first.removeprefix("gates-no-systemd").strip() or "unknown"
+        raise NoSystemd(
+            f"the target runs no systemd (PID 1 is {pid1!r}), so {unit} cannot be observed; if no service "
+            "manager runs this deployment, certify it with the profile's processManager set to none "
+            "(Oroboros: --set process_manager=none)"
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShowUnit:
     """Ask systemd for a unit's state and settings."""
@@ -47,7 +66,9 @@ class ShowUnit:
 
     def observe(self, ctx: Context) -> UnitInfo:
         """Run ``systemctl show``; a host without a running systemd cannot be observed."""
-        result = ctx.host.run("systemctl show %s -p %s", self.unit, ",".join(UNIT_PROPERTIES))
+        result = ctx.host.run("sh -c %s gates-show %s %s", _IF_SYSTEMD + 'systemctl show "$1" -p "$2"',
+                              self.unit, ",".join(UNIT_PROPERTIES))  # fmt: skip
+        _refuse_without_systemd(result.stdout, self.unit)
         if result.rc != 0:
             raise ProbeError(f"systemctl show {self.unit} failed: {(result.stderr or result.stdout).strip()}")
         props: list[tuple[str, str]] = []
@@ -121,7 +142,9 @@ class VerifyUnit:
 
     def observe(self, ctx: Context) -> VerifyResult:
         """Collect its messages; a host without systemd-analyze cannot be observed."""
-        result = ctx.host.run("systemd-analyze verify --man=no %s", self.unit)
+        result = ctx.host.run("sh -c %s gates-verify %s", _IF_SYSTEMD + 'systemd-analyze verify --man=no "$1"',
+                              self.unit)  # fmt: skip
+        _refuse_without_systemd(result.stdout, self.unit)
         text = (result.stderr + result.stdout).strip()
         if result.rc != 0 and "not found" in text and "systemd-analyze" in text:
             raise ProbeError(f"systemd-analyze is not available on the target: {text}")
@@ -135,6 +158,8 @@ class VerifyUnit:
             for line in text.splitlines()
             if line.startswith(f"{self.unit}:") or any(f"/{n}:" in line or f"/{n}.d/" in line for n in names)
         ]
+        if result.rc != 0 and not own:  # it failed for a reason outside the unit's files: keep what it said
+            own = text.splitlines()[-3:] or [f"systemd-analyze verify exited {result.rc} without a message"]
         return VerifyResult(unit=self.unit, exit_code=result.rc, messages=tuple(own))
 
 

@@ -160,8 +160,8 @@ def timers(profile: Profile) -> list[Timer]:
 
 
 def timer_outputs(profile: Profile) -> list[Timer]:
-    """Scheduled jobs that declare an output file."""
-    return [t for t in timers(profile) if t.output is not None]
+    """Scheduled jobs that declare an output file (read as files, with or without a service manager)."""
+    return [t for t in profile.timers if t.output is not None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +179,11 @@ def container_free_host(profile: Profile) -> list[HostTarget]:
 def guardrails(profile: Profile) -> list[Guardrail]:
     """Confined services (their units and env files; none where no service manager runs them)."""
     return list(profile.guardrails) if profile.process_manager == "systemd" else []
+
+
+def guardrail_envs(profile: Profile) -> list[Guardrail]:
+    """Confined services whose env file the guardrail rules read (files only: any process manager)."""
+    return [g for g in profile.guardrails if profile.service(g.service).env_file]
 
 
 def slots(profile: Profile) -> list[Slot]:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from conformance.checks import check, expect
+from conformance.errors import Undetermined
 from conformance.probes.drill import DeployRollbackDrill, DrillRecord, HealthTarget
 from conformance.profile import Profile, Release
 from conformance.suite import _select
@@ -114,6 +115,11 @@ def test_atomic_switch(target: Release, obs: DrillRecord) -> None:
         for step, w in seen.items()
     }
     bad = {k: v for k, v in bad.items() if v}
+    if not bad and len({r["target"] for w in seen.values() for r in w["runs"]}) < 2:
+        raise Undetermined(
+            f"{target.current} never moved from {obs.before['current']} while the drill watched: no switch "
+            "happened, so its atomicity was not observed; see release.deploy.health_gated"
+        )
     watched = all(w["samples"] > 0 for w in seen.values())
     expect(len(seen) == 3 and watched and not bad,
            f"while the drill watched, {target.current} was dangling or incomplete: {bad}"

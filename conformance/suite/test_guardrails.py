@@ -25,6 +25,7 @@ def unit_and_passwd(profile: Profile, g: Guardrail) -> tuple[ShowUnit, ReadPassw
     "guardrails.identity.dedicated",
     title="The guarded service runs as its own user, shared with no other service, with no login shell",
     targets=_select.guardrails,
+    needs_systemd=True,
     observe=unit_and_passwd,
     remediation="Run {name} as its dedicated system user (User= in its unit), give that user a nologin shell, "
     "and run no other service as it.",
@@ -57,6 +58,7 @@ def show_guarded(profile: Profile, g: Guardrail) -> ShowUnit:
     "guardrails.filesystem.writable_paths",
     title="The guarded service can write only to its declared paths",
     targets=_select.guardrails,
+    needs_systemd=True,
     observe=show_guarded,
     remediation="Set ReadWritePaths= of {name}'s unit to exactly the declared paths, with ProtectSystem=full "
     "or stricter and ProtectHome=yes.",
@@ -96,7 +98,7 @@ def _env(obs: FileContent) -> dict[str, str]:
 @check(
     "guardrails.commands.allowlist",
     title="The command allowlist admits no shell and no catch-all pattern",
-    targets=_select.guardrails,
+    targets=_select.guardrail_envs,
     observe=guarded_env,
     remediation="Remove shells and catch-all patterns from the command allowlist in {name}'s env file.",
 )
@@ -116,7 +118,7 @@ def test_command_allowlist(target: Guardrail, obs: FileContent) -> None:
 @check(
     "guardrails.environment.blocklist",
     title="Credentials never reach the guarded service's subprocesses",
-    targets=_select.guardrails,
+    targets=_select.guardrail_envs,
     observe=guarded_env,
     remediation="Add the missing credential keys to the subprocess environment blocklist in {name}'s env file, "
     "and remove them from its allowlist.",

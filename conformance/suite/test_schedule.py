@@ -36,6 +36,7 @@ def show_timer(_: Profile, timer: Timer) -> ShowUnit:
     "schedule.timer.enabled",
     title="The timer exists and is enabled",
     targets=_select.timers,
+    needs_systemd=True,
     observe=show_timer,
     remediation="Enable the timer: systemctl enable --now {unit}.",
 )
@@ -48,6 +49,7 @@ def test_timer_enabled(target: Timer, obs: UnitInfo) -> None:
     "schedule.timer.active",
     title="The timer is active (waiting to fire)",
     targets=_select.timers,
+    needs_systemd=True,
     observe=show_timer,
     remediation="Start the timer (systemctl start {unit}); a stopped timer never runs its job.",
 )
@@ -60,6 +62,7 @@ def test_timer_active(target: Timer, obs: UnitInfo) -> None:
     "schedule.timer.calendar",
     title="The timer fires on the declared calendar, with the declared randomized delay",
     targets=_select.timers,
+    needs_systemd=True,
     observe=show_timer,
     remediation="Restore OnCalendar= and RandomizedDelaySec= of {unit} to the declared schedule, then daemon-reload.",
 )
@@ -89,6 +92,7 @@ def show_service(_: Profile, timer: Timer) -> ShowUnit:
     "schedule.job.last_run_ok",
     title="The job the timer starts has run, and its last run succeeded",
     targets=_select.timers,
+    needs_systemd=True,
     observe=show_service,
     remediation="Read why the job failed (journalctl -u {service}), fix it and run it once by hand "
     "(systemctl start {service}).",

@@ -255,14 +255,26 @@ def _contract(run: HarnessRun) -> tuple[list[str], dict[str, Any], dict[str, Any
     return problems, line, artifact
 
 
-def _observed(run: HarnessRun, line: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+STDERR_TAIL = 1000  # characters of the harness's stderr a failing check's report keeps
+
+
+def _observed(
+    run: HarnessRun, line: dict[str, Any], problems: list[str], *, ok: bool = True
+) -> dict[str, Any]:
     # the scratch path differs on every run; the report says whether it was right, not what it was
     shown = (
         {**line, "artifact_uri": "file://<--output>"}
         if line.get("artifact_uri") == f"file://{run.output_path}"
         else line
     )
-    return {"exitCode": run.exit_code, "stdout": shown or run.stdout[:300], "problems": problems}
+    observed: dict[str, Any] = {
+        "exitCode": run.exit_code,
+        "stdout": shown or run.stdout[:300],
+        "problems": problems,
+    }
+    if not ok:  # what the harness said on stderr, bounded; only when it failed, so passing reports hash alike
+        observed["stderrTail"] = run.stderr[-STDERR_TAIL:].replace(run.output_path, "<--output>")
+    return observed
 
 
 @check(
@@ -281,12 +293,13 @@ def test_harness_passes(target: Smoke, obs: HarnessRun) -> None:
         for t in artifact.get("targets", []) for c in t.get("checks", []) if not c.get("passed")
     ]  # fmt: skip
     expect(not problems, f"{target.name} breaks its output contract: {'; '.join(problems)}",
-           reason="harness_contract_violated", observed=_observed(obs, line, problems),
+           reason="harness_contract_violated", observed=_observed(obs, line, problems, ok=not problems),
            expected={"exitCode": 0, "stdout": sorted(_SUMMARY_KEYS), "problems": []})  # fmt: skip
-    expect(obs.exit_code == 0 and line.get("status") == "passed" and not failing,
+    passed = obs.exit_code == 0 and line.get("status") == "passed" and not failing
+    expect(passed,
            f"{target.name} exited {obs.exit_code} with status {line.get('status')!r}; failing: "
            f"{', '.join(failing) or 'none'}",
-           reason="harness_smoke_failed", observed=_observed(obs, line, problems),
+           reason="harness_smoke_failed", observed=_observed(obs, line, problems, ok=passed),
            expected={"exitCode": 0, "status": "passed"})  # fmt: skip
 
 
@@ -316,5 +329,5 @@ def test_harness_reports_failure(target: Smoke, obs: HarnessRun) -> None:
     expect(ok, f"{target.name} with a missing route {target.failing_route}: exit {obs.exit_code}, status "
                f"{line.get('status')!r}, {len(missing)}/{len(target.preview_urls)} failures recorded"
                f"{'; ' + '; '.join(problems) if problems else ''}",
-           reason="harness_failure_not_reported", observed=_observed(obs, line, problems),
+           reason="harness_failure_not_reported", observed=_observed(obs, line, problems, ok=ok),
            expected={"exitCode": 2, "status": "failed", "failed_checks": len(target.preview_urls)})  # fmt: skip

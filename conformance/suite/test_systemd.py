@@ -36,6 +36,7 @@ def show_unit(_: Profile, svc: Service) -> ShowUnit:
     "systemd.unit.active",
     title="The service's unit exists and is active",
     targets=_select.units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Start {unit} (systemctl start {unit}) and read why it stopped: journalctl -u {unit}.",
 )
@@ -48,6 +49,7 @@ def test_unit_active(target: Service, obs: UnitInfo) -> None:
     "systemd.unit.enabled",
     title="The service's unit is enabled (starts at boot)",
     targets=_select.units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Enable {unit} (systemctl enable {unit}) so it comes back after a reboot.",
 )
@@ -60,6 +62,7 @@ def test_unit_enabled(target: Service, obs: UnitInfo) -> None:
     "systemd.unit.identity",
     title="The unit runs as the declared user and group",
     targets=_select.unit_identities,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Set User={user} (and the declared Group=) in {unit}, then daemon-reload and restart it.",
 )
@@ -89,6 +92,7 @@ def _normal(name: str, value: str) -> str:
     "systemd.unit.hardening",
     title="The unit carries the declared sandboxing set",
     targets=_select.hardened_units,
+    needs_systemd=True,
     observe=show_unit,
     remediation="Restore the missing sandboxing settings in {unit} (see its declared hardening set), then "
     "daemon-reload and restart it.",
@@ -111,6 +115,7 @@ def unit_and_env(profile: Profile, svc: Service) -> ShowUnit:
     "systemd.unit.environment_file",
     title="The unit reads the declared environment file",
     targets=_select.units_with_env_file,
+    needs_systemd=True,
     observe=unit_and_env,
     remediation="Point EnvironmentFile= of {unit} at the declared file, then daemon-reload and restart it.",
 )
@@ -133,6 +138,7 @@ def unit_and_listeners(_: Profile, svc: Service) -> tuple[ShowUnit, ListenerProc
     "topology.listen.owned_by_unit",
     title="The process on the port belongs to the declared unit and runs as the declared user",
     targets=_select.unit_identities,
+    needs_systemd=True,
     observe=unit_and_listeners,
     remediation="Stop whatever holds port {port} outside {unit} and start the service through {unit}.",
 )
@@ -195,6 +201,7 @@ def verify_unit(_: Profile, svc: Service) -> VerifyUnit:
     "systemd.unit.verify_clean",
     title="systemd-analyze verify finds nothing wrong with the unit",
     targets=_select.units,
+    needs_systemd=True,
     observe=verify_unit,
     remediation="Fix what `systemd-analyze verify {unit}` reports (unknown or misspelt settings are silently "
     "ignored by systemd).",

@@ -43,8 +43,25 @@ class TestHealthyReference:
             body = reports.verify(tmp_path / "gates" / f"{name}.json")
             assert body["verdict"]["status"] == "pass"
             assert body["verdict"]["totalChecks"] == body["verdict"]["passedChecks"] > 0
-        assert (tmp_path / "junit.xml").is_file()
         assert (tmp_path / "report.html").is_file()
+        # The database password is the documented default, "postgres": it must not rewrite names and ids.
+        junit = (tmp_path / "junit.xml").read_text()
+        assert "<redacted>" not in junit
+        assert 'name="test_postgres_accepting[postgres]"' in junit
+        assert "<redacted>" not in (tmp_path / "run" / "results.ndjson").read_text()
+
+    def test_drill_with_missing_command_is_an_error(self, healthy: list[str], tmp_path: Path) -> None:
+        """A deploy command that does not exist errors every drill check (no false atomic_switch) and changes nothing."""
+        args = [*healthy, "--gate", "deploy-rollback", "--allow-drills", "--set", "drill.candidate=c1",
+                "--set", "drill.broken=b1", "--set", "drill.deploy_command=/nonexistent/deploy.sh {release}"]  # fmt: skip
+        current = next(a.split("=", 1)[1] for a in healthy if a.startswith("paths.deploy_root="))
+        before = os.readlink(f"{current}/current")
+        code, stdout, _ = run_cli("run", *args, "--out", str(tmp_path), "--quiet")
+        assert code == 3, stdout
+        drill = json.loads((tmp_path / "gates" / "deploy-rollback.json").read_text())
+        assert {(c["status"], c["failureCode"]) for c in drill["checks"]} == {("error", "probe_error")}
+        assert all("/nonexistent/deploy.sh" in c["detail"]["message"] for c in drill["checks"])
+        assert os.readlink(f"{current}/current") == before
 
     def test_same_state_same_artifact_hash(self, healthy: list[str], tmp_path: Path) -> None:
         """Two runs against the same deployment state produce identical artifactHash values."""

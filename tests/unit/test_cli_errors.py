@@ -147,6 +147,19 @@ class TestListCommand:
         assert "runtime-topology" in out
         assert "  health.http.body_exact[api]\n" in out
 
+    def test_lists_variables(self) -> None:
+        """Every variable with its default, whether it is secret, its env var and its description; no secret shown."""
+        code, out, _ = invoke(["list", "--profile", "oroboros"])
+        assert code == 0
+        rows = {line.split()[0]: line.split(None, 4) for line in out.splitlines() if line.startswith("  ")}
+        assert rows["process_manager"][1:4] == ["systemd", "no", "-"]
+        assert rows["process_manager"][4].startswith("systemd, or none")
+        assert rows["postgres.password"][1:4] == ["(hidden)", "yes", "GATES_OROBOROS_PG_PASSWORD"]
+        assert rows["drill.deploy_command"][1] == "${paths.repo_root}/scripts/deploy.sh"
+        code, out, _ = invoke(["list", "--profile", "nooterra", "--set", "serving_mode=self-host"])
+        assert code == 0
+        assert "GATES_NOOTERRA_OPS_TOKEN" in out
+
     def test_set_applies(self) -> None:
         """list accepts --set and rejects an undeclared variable like run does."""
         assert invoke(["list", "--profile", "oroboros", "--set", "ports.api=18000"])[0] == 0

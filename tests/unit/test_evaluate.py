@@ -107,6 +107,22 @@ class TestEvaluate:
         assert issue["failureCode"] == "no_target"
         assert issue["status"] == "not_run"
         assert issue["id"] == "sample-gate:health.redis.ping"
+        # counted exactly as it is listed: one more check, not run
+        assert ev.verdict["totalChecks"] == 2
+        assert ev.verdict["notRunChecks"] == 1
+        assert [c["id"] for c in ev.checks if not c["ok"]] == ["health.redis.ping"]
+
+    def test_requirement_needing_systemd(self) -> None:
+        """A systemd check on a profile without a service manager says so instead of an empty 0/0 gate."""
+        exp = Expansion(instances=(), unmatched=("schedule.timer.enabled",),
+                        reasons=(("schedule.timer.enabled", "requires_systemd"),))  # fmt: skip
+        ev = evaluate(make_gate(), exp, {})
+        assert ev.status == "incomplete"
+        assert ev.verdict["totalChecks"] == ev.verdict["notRunChecks"] == 1
+        entry = ev.checks[0]
+        assert entry["failureCode"] == "requires_systemd"
+        assert "processManager: none" in entry["detail"]["message"]
+        assert ev.blocking[0]["failureCode"] == "requires_systemd"
 
     def test_reason_code_becomes_failure_code(self) -> None:
         """A result's reasonCode is used as the failureCode of a non-passing check."""

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conformance.errors import ProbeResponseTooLarge, ProbeTimeout, ProbeUnreachable
+from conformance.errors import ConnectionRefused, ProbeResponseTooLarge, ProbeTimeout
 from conformance.probes.base import Context
 from conformance.probes.http import HttpGet, host_port
 from conformance.profile import ProbeSettings
@@ -186,12 +186,12 @@ class TestHttpGet:
         assert [r["host"] for r in seen] == ["api.example.com"]
 
     def test_refused(self) -> None:
-        """A port nobody listens on raises ProbeUnreachable."""
+        """A port nobody listens on raises ConnectionRefused (an observation), naming the endpoint."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
             port = sock.getsockname()[1]
-            with pytest.raises(ProbeUnreachable, match=str(port)):
+            with pytest.raises(ConnectionRefused, match=str(port)):
                 HttpGet(address="127.0.0.1", port=port, path="/").observe(context())
         finally:
             sock.close()
