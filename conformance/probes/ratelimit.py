@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conformance.envfile import parse_env
+from conformance.probes.apart import API_VIEW
 from conformance.probes.base import Context
 from conformance.probes.files import ReadFile
 from conformance.probes.http import HttpGet
@@ -97,7 +98,7 @@ class RateLimitBurst:
     request: HttpGet
     env_path: str | None
     max_requests: int
-    concurrency: int = 4  # clients sending at once, so a bucket that refills fast still empties
+    concurrency: int = 1  # clients sending at once (more do not help a single-threaded API)
 
     def _limit(self, ctx: Context) -> tuple[BucketLimit | None, str | None]:
         if self.env_path is None:
@@ -111,7 +112,11 @@ class RateLimitBurst:
         return limit, None
 
     def observe(self, ctx: Context) -> LimitBurstResult:
-        """Read the limit, then send the burst from ``concurrency`` clients at once."""
+        """Read the limit, then send the burst (never beside a paid call: see `conformance.probes.apart`)."""
+        with API_VIEW:
+            return self._burst(ctx)
+
+    def _burst(self, ctx: Context) -> LimitBurstResult:
         limit, limit_error = self._limit(ctx)
         bounded = limit is not None and limit.rpm > 0
         budget = time.monotonic() + 4 * ctx.settings.deadline_s
