@@ -149,6 +149,15 @@ def units_with_env_file(profile: Profile) -> list[Service]:
     return [s for s in units(profile) if s.env_file]
 
 
+def listener_users(profile: Profile) -> list[Service]:
+    """Services with a declared user and a port that no systemd unit check covers (read from /proc instead)."""
+    return [
+        s
+        for s in profile.services
+        if s.user and s.port and (profile.process_manager != "systemd" or not s.unit)
+    ]
+
+
 def release_runners(profile: Profile) -> list[Service]:
     """Services that must run the code of the current release."""
     return [s for s in profile.services if s.runs_from_release] if profile.release is not None else []

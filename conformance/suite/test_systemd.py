@@ -162,6 +162,31 @@ def test_listener_owned_by_unit(target: Service, obs: tuple[UnitInfo, tuple[Proc
            expected={"cgroup": cgroup, "user": target.user})  # fmt: skip
 
 
+def listeners(_: Profile, svc: Service) -> ListenerProcesses:
+    """The processes holding the service's port."""
+    return ListenerProcesses(port=svc.port)
+
+
+@check(
+    "topology.listen.runs_as",
+    title="The process listening on the service's port runs as the declared user",
+    targets=_select.listener_users,
+    observe=listeners,
+    remediation="Run {name} as its declared user (the profile's user for it) instead of the user shown, e.g. "
+    "with runuser/setpriv or a service manager's User=, then restart it.",
+)
+def test_listener_runs_as(target: Service, obs: tuple[ProcessInfo, ...]) -> None:
+    """Every process holding the port runs as the declared user (read from /proc, no service manager needed)."""
+    if not obs:
+        raise Undetermined(
+            f"nothing listens on port {target.port}; see topology.listen.port_bound[{target.name}]"
+        )
+    users = sorted({p.user for p in obs})
+    expect(users == [target.user], f"port {target.port} is held by processes running as {', '.join(users)}; "
+           f"{target.name} must run as {target.user}", reason="listener_user_mismatch",
+           observed={"users": users, "pids": len(obs)}, expected={"users": [target.user]})  # fmt: skip
+
+
 def listeners_and_current(profile: Profile, svc: Service) -> tuple[ListenerProcesses, PathInfo]:
     """The processes on the service's port and the runtime symlink."""
     assert profile.release is not None
