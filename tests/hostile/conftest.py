@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import struct
@@ -20,10 +21,8 @@ def _sleep_until(stop: threading.Event) -> None:
 
 def _drain(conn: socket.socket) -> None:
     conn.settimeout(0.2)
-    try:
+    with contextlib.suppress(OSError):
         conn.recv(65536)
-    except OSError:
-        pass
 
 
 def hang(conn: socket.socket, stop: threading.Event) -> None:
@@ -111,7 +110,7 @@ class HostileServer:
     def _one(self, conn: socket.socket) -> None:
         try:
             self.behaviour(conn, self.stop)
-        except OSError:
+        except Exception:
             pass
         finally:
             conn.close()
