@@ -32,7 +32,7 @@ typecheck: bootstrap
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
 # load does not starve the loopback reference's probes.
 selftest: bootstrap
-	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
+	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/hostile tests/fuzz tests/reference
 	$(BIN)/python -m pytest tests/host
 
 test: lint typecheck selftest

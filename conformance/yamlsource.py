@@ -175,9 +175,10 @@ def load_yaml(path: Path, *, source: str | None = None, limits: InputLimits | No
         raise ConfigError(
             f"not UTF-8 text: {exc.reason}", source=name, location=f"byte {exc.start + 1}"
         ) from exc
-    loader = _BoundedLoader(text, source=name, limits=bounds)
     lines: dict[PathKey, str] = {}
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text, source=name, limits=bounds)
         node = loader.get_single_node()
         if node is not None:
             _check_expansion(node, loader)
@@ -186,8 +187,15 @@ def load_yaml(path: Path, *, source: str | None = None, limits: InputLimits | No
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise ConfigError(f"invalid YAML: {exc.problem or exc}", source=name, location=_at(mark)) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        raise ConfigError(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed",
+            source=name,
+            location=f"character {exc.position + 1}",
+        ) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", source=name) from exc
+        raise ConfigError(f"invalid YAML: {exc}", source=name, location="(document)") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return YamlDocument(source=name, data=data, sha256=hashlib.sha256(raw).hexdigest(), lines=lines)
