@@ -30,10 +30,12 @@ typecheck: bootstrap
 	$(BIN)/mypy
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
-# load does not starve the loopback reference's probes.
+# load does not starve the loopback reference's probes. The upstream tier runs the real
+# upstream system (npm ci into a cache on first use) and certifies it once.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/hostile tests/fuzz tests/reference
 	$(BIN)/python -m pytest tests/host
+	$(BIN)/python -m pytest tests/upstream
 
 test: lint typecheck selftest
 

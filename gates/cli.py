@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     ref_up.add_argument(
         "--fault", default=None, metavar="ID", help="inject one fault (see 'gates faults NAME')"
     )
+    ref_up.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        metavar="DIR|TARBALL",
+        help="the upstream source a reference runs (nooterra-upstream: a checkout or a tarball)",
+    )
     ref_up.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
     ref_down = ref_sub.add_parser("down", help="stop it and remove its files")
     ref_down.add_argument("name")
@@ -136,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("name", nargs="?", default="oroboros")
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
+    demo.add_argument("--source", type=Path, default=None, metavar="DIR|TARBALL", help=argparse.SUPPRESS)
 
     verify = sub.add_parser(
         "verify-report", help="validate gate reports, recompute their artifactHash and check signatures"
@@ -469,7 +477,7 @@ def _cmd_reference(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if args.action == "up":
             args.fault = _check_fault(ref, args.fault)
             started = time.monotonic()
-            run_args = ref.up(state, args.fault)
+            run_args = ref.up(state, args.fault, args.source)
             note = f" with fault {args.fault}" if args.fault else ""
             print(
                 f"reference {ref.name} is up{note} ({time.monotonic() - started:.1f}s); state in {state}",
@@ -517,7 +525,7 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     )
     try:
         ref.down(state)
-        run_args = ref.up(state, args.fault)
+        run_args = ref.up(state, args.fault, args.source)
     except ReferenceError_ as exc:
         ref.down(state)
         print(f"gates: reference {ref.name}: {exc}", file=err)

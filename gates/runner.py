@@ -166,7 +166,9 @@ class SuiteProcess:
                 shutil.move(str(bundle), str(target))
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def wait(self, *, timeout_s: float, progress: Callable[[int, float], None] | None = None) -> SuiteRun:
+    def wait(
+        self, *, timeout_s: float, progress: Callable[[frozenset[str], float], None] | None = None
+    ) -> SuiteRun:
         """Wait for the run, reporting progress; past ``timeout_s`` it is killed and what finished is kept."""
         timed_out = False
         while True:
@@ -176,7 +178,7 @@ class SuiteProcess:
             except subprocess.TimeoutExpired:
                 elapsed = time.monotonic() - self.started
                 if progress is not None:
-                    progress(len(read_results(self.results_path)), elapsed)
+                    progress(frozenset(read_results(self.results_path)), elapsed)
                 if elapsed > timeout_s:
                     timed_out = True
                     self._stop()
@@ -195,7 +197,7 @@ def run_suite(
     checks: Sequence[str],
     out: Path,
     timeout_s: float,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[frozenset[str], float], None] | None = None,
 ) -> SuiteRun:
     """Run the checks ``checks`` of the suite against ``profile``; write junit.xml and report.html in ``out``."""
     process = SuiteProcess(profile=profile, sets=sets, target=target, checks=checks, out=out)
