@@ -33,7 +33,7 @@ def hash_bytes(artifact_hash: str) -> bytes:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted Ed25519 private key from a PEM file; anything else is a `ConfigError`."""
-    data = read_bounded(path, source=str(path))
+    data = read_bounded(path, source=str(path), what="the signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -70,7 +70,7 @@ def load_trusted_key(spec: str) -> TrustedKey:
     if not sep:
         key_id, path = "", spec
     source = f"<argument --public-key {spec}>"
-    data = read_bounded(Path(path), source=path)
+    data = read_bounded(Path(path), source=path, what="the public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
