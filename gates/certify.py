@@ -213,7 +213,8 @@ def certify(
         )
     elif suite.returncode not in (0, 1):
         print(
-            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}",
+            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}"
+            + (_memory_note() if _ran_out_of_memory(suite.log) else ""),
             file=stderr,
         )
     redactor = Redactor(profile.secrets())
@@ -255,6 +256,26 @@ def certify(
     _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
     _summary(rows, time.monotonic() - started, stdout)
     return exit_code(statuses)
+
+
+def _ran_out_of_memory(log: Path) -> bool:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 65536))
+            tail = handle.read()
+            return b"MemoryError" in tail or b"can't start new thread" in tail
+    except OSError:
+        return False
+
+
+def _memory_note() -> str:
+    from gates.runner import memory_limit_bytes
+
+    return (
+        f"; it ran out of memory under its limit of {memory_limit_bytes() >> 20} MiB "
+        "(--memory-limit-mb, GATES_SUITE_MEMORY_MB)"
+    )
 
 
 def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
