@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import multiprocessing
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -86,39 +86,39 @@ SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 
 
 class HostileServer:
-    """A loopback listener running ``behaviour`` on every connection, each on its own thread."""
+    """A loopback listener running ``behaviour`` on every connection, each on its own thread, in a forked process.
+
+    A process of its own, because a client library that blocks holding the GIL (libpq's ``PQping``) would
+    otherwise starve a server thread of this process and be judged against silence.
+    """
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
-        self.stop = threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
-        self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.process = multiprocessing.get_context("fork").Process(target=self._serve, daemon=True)
+        self.process.start()
 
     def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        stop = threading.Event()
+        while True:
+            conn, _ = self.sock.accept()
+            threading.Thread(target=self._one, args=(conn, stop), daemon=True).start()
 
-    def _one(self, conn: socket.socket) -> None:
+    def _one(self, conn: socket.socket, stop: threading.Event) -> None:
         try:
-            self.behaviour(conn, self.stop)
+            self.behaviour(conn, stop)
         except Exception:
             pass
         finally:
             conn.close()
 
     def close(self) -> None:
-        """Stop accepting and end every connection."""
-        self.stop.set()
-        self.thread.join(5)
+        """Stop the server process and its connections."""
+        self.process.kill()
+        self.process.join(5)
         self.sock.close()
 
 
@@ -135,4 +135,3 @@ def serve() -> Iterator[Callable[[Behaviour], HostileServer]]:
     yield start
     for server in started:
         server.close()
-    time.sleep(0)

@@ -5,6 +5,9 @@ holds them under its memory limit."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,47 @@ def test_hostile_target_is_an_error_with_its_reason(
     error = observe(make(server.port))
     assert error.reason_code == reason, f"{type(error).__name__}: {error}"
     assert str(server.port) in str(error)
+
+
+_VERSION = b"server_version\x0015.0\x00"
+_PG_READY = (
+    b"R\x00\x00\x00\x08\x00\x00\x00\x00"  # AuthenticationOk
+    + b"S" + struct.pack("!I", 4 + len(_VERSION)) + _VERSION  # ParameterStatus
+    + b"K\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00\x02"  # BackendKeyData
+    + b"Z\x00\x00\x00\x05I"  # ReadyForQuery
+)  # fmt: skip
+
+
+def _pg_login_then(after_login: Behaviour) -> Behaviour:
+    """A server that completes PostgreSQL's start-up (no TLS, no password) and then behaves as ``after_login``."""
+
+    def run(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(5)
+        while True:
+            length = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))[0]
+            body = conn.recv(length - 4, socket.MSG_WAITALL)
+            if body[:4] not in (b"\x04\xd2\x16\x2f", b"\x04\xd2\x16\x30"):  # not an SSL or GSS request
+                break
+            conn.sendall(b"N")
+        conn.sendall(_PG_READY)
+        after_login(conn, stop)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [hang, trickle(b"T\x00\x00\x00\xff\x00\x01")],
+    ids=["hangs-mid-query", "trickles-a-row-description"],
+)
+def test_postgres_that_stops_answering_after_login_is_cut_at_the_deadline(
+    behaviour: Behaviour, serve: Callable[[Behaviour], HostileServer]
+) -> None:
+    """libpq has no read timeout: the login probe cuts its own socket at the probe deadline (`probe_timeout`)."""
+    server = serve(_pg_login_then(behaviour))
+    error = observe(PG_LOGIN(server.port))
+    assert error.reason_code == "probe_timeout", f"{type(error).__name__}: {error}"
+    assert "deadline" in str(error)
 
 
 def test_a_probe_out_of_memory_names_itself() -> None:
