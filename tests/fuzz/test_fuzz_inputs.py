@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from conformance.canonical import canonical_hash
 from conformance.errors import ConfigError
 from conformance.profile import load_profile
+from conformance.waivers import load_waivers
 from gates.cli import run
 from gates.gate import build_gate, parse_gate
 
@@ -165,6 +166,30 @@ class TestGateLoader:
             path = write(tmp, "gate.yaml", text)
             try:
                 build_gate(parse_gate(str(path), profile="oroboros"), profile="oroboros")
+            except ConfigError as error:
+                refused_at_a_place(error, path)
+
+
+# --- waivers ------------------------------------------------------------------------------------------------
+
+WAIVER_SEED = (
+    "schemaVersion: gates.waivers/v1\nwaivers:\n"
+    "  - check: health.redis.ping[cache]\n    reason: the cache is rebuilt nightly\n"
+    "    approver: ops\n    created: 2026-01-01\n    expires: 2030-01-01\n"
+)
+
+
+class TestWaiverLoader:
+    """Waiver files, through the same bounded YAML loader."""
+
+    @FUZZ
+    @given(text=st.one_of(edited(WAIVER_SEED), YAML_INPUTS))
+    def test_a_waivers_file_loads_or_is_refused_at_a_place(self, text: str) -> None:
+        """Load or refuse with file and location."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write(tmp, "waivers.yaml", text)
+            try:
+                load_waivers(path, ["health.redis.ping", "health.http.status_exact"])
             except ConfigError as error:
                 refused_at_a_place(error, path)
 
