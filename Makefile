@@ -33,7 +33,7 @@ typecheck: bootstrap
 # load does not starve the loopback reference's probes. The upstream tier runs the real upstream
 # systems (one deployment per module: npm ci / virtualenvs into a cache on first use), also on its own.
 selftest: bootstrap
-	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
+	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/hostile tests/fuzz tests/reference
 	$(BIN)/python -m pytest tests/host
 	$(BIN)/python -m pytest tests/upstream
 

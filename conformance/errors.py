@@ -11,6 +11,8 @@ The hierarchy is documented once, here::
         ├── NoSystemd               the target runs no systemd: its units and timers cannot be observed
         ├── ProbeProtocolError      the peer answered something that is not the protocol asked for
         ├── ProbeResponseTooLarge   the response exceeded the configured size cap
+        ├── ProbeOutputTooLarge     a command on the target wrote more than the output cap
+        ├── ProbeMemoryExceeded     observing took more memory than the check run may use
         ├── Undetermined            observations exist but cannot decide the check
         └── DrillRefused            a drill would write where it must not (e.g. its scratch copy is production)
         └── SpendNotAllowed         observing would spend more than the run allows
@@ -126,6 +128,18 @@ class ProbeResponseTooLarge(ProbeError):
     """The response exceeded the configured size cap and was cut off."""
 
     reason_code: ClassVar[str] = "probe_response_too_large"
+
+
+class ProbeOutputTooLarge(ProbeError):
+    """A command run on the target wrote more than the output cap; it was stopped."""
+
+    reason_code: ClassVar[str] = "probe_output_too_large"
+
+
+class ProbeMemoryExceeded(ProbeError):
+    """A probe ran out of memory under the check run's memory limit (``--memory-limit-mb``)."""
+
+    reason_code: ClassVar[str] = "probe_memory_limit"
 
 
 class Undetermined(ProbeError):

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conformance import _schemas, x402
+from conformance import _schemas, inputlimits, x402
 from conformance.canonical import canonical_hash, sha256_hex
 from conformance.errors import ConfigError
 from conformance.paidcall import (
@@ -347,14 +347,15 @@ def _rehash(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_json(path: Path, source: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("missing", source=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not JSON: {exc}", source=source) from exc
+    return inputlimits.parse_json(
+        _read(path, source), source=source, limits=inputlimits.InputLimits.from_env()
+    )
+
+
+def _read(path: Path, source: str) -> bytes:
+    if not path.exists():
+        raise ConfigError("missing", source=source)
+    return inputlimits.read_bounded(path, source=source)
 
 
 def load(directory: Path) -> PaidCallEvidence:
@@ -387,13 +388,13 @@ def load(directory: Path) -> PaidCallEvidence:
         path = directory / rel
         if rel not in present:
             raise ConfigError("listed in manifest.json but missing", source=str(path))
-        data = path.read_bytes()
+        data = _read(path, str(path))
         if sha256_hex(data) != entry["sha256"] or len(data) != entry["bytes"]:
             raise ConfigError(
                 f"sha256 {sha256_hex(data)} is not the manifest's {entry['sha256']} (the file was edited)",
                 source=str(path),
             )
-        doc = _read_json(path, str(path))
+        doc = inputlimits.parse_json(data, source=str(path), limits=inputlimits.InputLimits.from_env())
         _schemas.validate(doc, entry["schema"], source=str(path))
         docs[rel] = doc
     if "context.json" not in docs:

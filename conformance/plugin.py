@@ -31,6 +31,7 @@ from conformance.checks import (
 )
 from conformance.errors import ConfigError, ConnectionRefused, ProbeError
 from conformance.probes.base import Context, Prober
+from conformance.probes.bounded import BoundedHost
 from conformance.probes.resolve import resolve
 from conformance.profile import Profile, load_profile, parse_sets, url_endpoint
 from conformance.redact import Redactor
@@ -156,7 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
     evidence = config.getoption("gates_evidence")
     context = Context(
         settings=profile.probe,
-        host=target.host,
+        host=BoundedHost(target.host),
         dial=target.dial,
         spend_cap_cents=config.getoption("gates_allow_spend_cents"),
         evidence_dir=Path(evidence) if evidence and not hasattr(config, "workerinput") else None,

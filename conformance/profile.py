@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import _schemas
+from conformance import _schemas, origins
 from conformance.errors import ConfigError
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
@@ -437,14 +437,32 @@ def load_profile(
 
 
 class _Resolver:
-    def __init__(self, doc: YamlDocument, values: dict[str, str]) -> None:
+    def __init__(
+        self, doc: YamlDocument, values: dict[str, str], given: Mapping[str, str] | None = None
+    ) -> None:
         self.doc = doc
         self.values = values
+        self.given = dict(given or {})  # variable -> the argument or environment variable that set it
 
     def fail(self, path: PathKey, message: str) -> ConfigError:
         loc = self.doc.locate(path)
         where = _schemas.pointer(path)
-        return ConfigError(message, source=self.doc.source, location=f"{loc} ({where})" if loc else where)
+        at = f"{loc} ({where})" if loc else where
+        culprit = origins.blamed(self._raw(path), self.given)
+        if culprit is not None:
+            return ConfigError(f"{message} (used at {self.doc.source}: {at})", source=culprit)
+        return ConfigError(message, source=self.doc.source, location=at)
+
+    def _raw(self, path: PathKey) -> object:
+        node: object = self.doc.data
+        for part in path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                continue
+            if not (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+                return None
+            node = node[part]
+        return node
 
     def text(self, raw: Any, path: PathKey) -> str:
         if not isinstance(raw, str):
@@ -558,7 +576,7 @@ def _http(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> HttpExp
 def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, str]) -> Profile:
     data: dict[str, Any] = doc.data
     variables = _variables(doc, overrides, environ)
-    r = _Resolver(doc, {v.name: v.value for v in variables})
+    r = _Resolver(doc, {v.name: v.value for v in variables}, origins.sources(variables))
 
     probe_raw = data.get("probe") or {}
     defaults = ProbeSettings()
@@ -590,6 +608,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
             raise r.fail((*p, "url"), f"only an http service is reached by URL, not a {raw['kind']} one")
         if "bind" in raw or url is None:
             bind = r.text(raw.get("bind", ""), (*p, "bind"))
+            if bind and not origins.is_address(bind):
+                raise r.fail((*p, "bind"), f"expected an IP address or host name, got {bind!r}")
         else:
             bind = url_endpoint(url)[0]
         if "port" in raw:
@@ -944,6 +964,8 @@ def _url(r: _Resolver, raw: Any, path: PathKey, *, base: bool = True) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise r.fail(path, f"expected an http(s) URL, got {text!r}")
+    if not origins.is_address(parts.hostname):
+        raise r.fail(path, f"expected an IP address or host name in {text!r}, got {parts.hostname!r}")
     try:
         parts.port  # noqa: B018 -- raises on a port out of range
     except ValueError:

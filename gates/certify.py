@@ -218,7 +218,8 @@ def certify(
         )
     elif suite.returncode not in (0, 1):
         print(
-            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}",
+            f"gates: the check run ended with pytest exit code {suite.returncode}; see {suite.log}"
+            + (_memory_note() if _ran_out_of_memory(suite.log) else ""),
             file=stderr,
         )
     redactor = Redactor(profile.secrets())
@@ -285,6 +286,26 @@ def _load_waivers(path: Path | None) -> tuple[Waiver, ...] | None:
     from conformance.checks import load_suite
 
     return load_waivers(path, load_suite())
+
+
+def _ran_out_of_memory(log: Path) -> bool:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 65536))
+            tail = handle.read()
+            return b"MemoryError" in tail or b"can't start new thread" in tail
+    except OSError:
+        return False
+
+
+def _memory_note() -> str:
+    from gates.runner import memory_limit_bytes
+
+    return (
+        f"; it ran out of memory under its limit of {memory_limit_bytes() >> 20} MiB "
+        "(--memory-limit-mb, GATES_SUITE_MEMORY_MB)"
+    )
 
 
 def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import math
 import os
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from conformance.errors import ConfigError
-from gates.runner import SuiteProcess
+from gates.runner import DEFAULT_MEMORY_MB, MEMORY_ENV, SuiteProcess
 
 # Only light modules are imported here: `gates run` starts the check run first and loads
 # the heavier parts (schemas, profiles, gates, reports) while it runs.
@@ -66,10 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ssh-identity", default=None, type=Path, help="private key file for an ssh:// target")
     run.add_argument("--out", default="artifacts", type=Path, help="output directory (default: artifacts/)")
     run.add_argument(
-        "--captured-at", default=None, help="capture timestamp recorded in (and hashed with) reports"
+        "--captured-at",
+        default=None,
+        type=_timestamp,
+        help="capture timestamp recorded in (and hashed with) reports: ISO 8601 with a zone (2026-01-01T00:00:00Z)",
     )
     run.add_argument(
-        "--timeout", type=float, default=300.0, help="wall-clock limit for the whole run, seconds"
+        "--timeout",
+        type=_seconds,
+        default=300.0,
+        help="wall-clock limit for the whole run, seconds (positive)",
+    )
+    run.add_argument(
+        "--memory-limit-mb",
+        type=_megabytes,
+        default=None,
+        metavar="MB",
+        help=f"memory limit of the check run, MiB (default {DEFAULT_MEMORY_MB}, or ${MEMORY_ENV})",
     )
     run.add_argument("--quiet", action="store_true", help="print only the summary table")
     run.add_argument(
@@ -170,6 +185,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            f"expected a positive number of seconds, got {value!r}", source="<argument --timeout>"
+        )
+    return seconds
+
+
+def _megabytes(value: str) -> int:
+    if not value.strip().isdigit() or not 64 <= int(value) <= 1 << 20:
+        raise ConfigError(
+            f"expected a whole number of MiB from 64 to {1 << 20}, got {value!r}",
+            source="<argument --memory-limit-mb>",
+        )
+    return int(value)
+
+
+def _timestamp(value: str) -> str:
+    """An ISO 8601 timestamp with a zone, kept as written (it is hashed into reports as given)."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"expected an ISO 8601 timestamp such as 2026-01-01T00:00:00Z, got {value!r}",
+            source="<argument --captured-at>",
+        ) from None
+    if parsed.tzinfo is None:
+        raise ConfigError(
+            f"the timestamp {value!r} has no zone: add Z or an offset such as +00:00",
+            source="<argument --captured-at>",
+        )
+    return value
+
+
 def _cents(value: str) -> int:
     if not value.strip().isdigit():
         raise ConfigError(
@@ -229,6 +282,8 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if not option.is_file():
                 raise ConfigError("no such file", source=str(option))
             os.environ[variable] = str(option.resolve())  # read by the check run's SSH connections
+    if args.memory_limit_mb is not None:
+        os.environ[MEMORY_ENV] = str(args.memory_limit_mb)  # read by the check run's launcher
     # Start checking before anything else is loaded: every check of the profile runs, the
     # reports cover the selected gates.
     # A drill must run only for the gates that require it, so a run that allows drills starts once the

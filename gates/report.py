@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conformance import _schemas, clock
+from conformance import _schemas, clock, inputlimits
 from conformance.canonical import canonical_hash
 from conformance.errors import ConfigError
 from conformance.profile import Profile
@@ -126,12 +126,9 @@ def verify(path: Path, *, trusted_keys: Sequence[TrustedKey] = ()) -> dict[str, 
     """
     from gates import formats, signing
 
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read report: {exc.strerror or exc}", source=str(path)) from exc
-    except ValueError as exc:
-        raise ConfigError(f"not JSON: {exc}", source=str(path)) from exc
+    report = inputlimits.load_json(path, source=str(path), what="report")
+    if not isinstance(report, dict):
+        raise ConfigError("not a JSON object (a report is one)", source=str(path), location="(document root)")
     _schemas.validate(report, schema_for(report), source=str(path))
     fmt = formats.for_report(report)
     expected = fmt.artifact_hash(report) if fmt is not None else artifact_hash(report)

@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import conformance
+from conformance.errors import ConfigError
 
 SUITE_DIR = Path(conformance.__file__).resolve().parent / "suite"
 SUITE_INI = SUITE_DIR / "suite.ini"
-MEMORY_LIMIT_BYTES = 16 << 30  # address space: thread stacks and arenas reserve far more than they use
+# The check run's data limit (RLIMIT_DATA: heap and private writable mappings, not reserved address space),
+# so a hostile target that makes a probe allocate without bound ends that probe, not the machine.
+DEFAULT_MEMORY_MB = 512
+MEMORY_ENV = "GATES_SUITE_MEMORY_MB"
 SETS_ENV = "GATES_SETS_JSON"
 EVIDENCE_SUBDIR = (
     "paid-call"  # where the check run writes paid-call bundles (conformance.paidcall_bundle.SUBDIR)
@@ -41,8 +45,23 @@ class SuiteRun:
     log: Path
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+def memory_limit_bytes() -> int:
+    """``$GATES_SUITE_MEMORY_MB`` MiB (default 512); a value that is not a whole number of MiB is a `ConfigError`."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_MB << 20
+    if not raw.isdigit() or int(raw) < 64:
+        raise ConfigError(
+            f"expected a whole number of MiB, at least 64, got {raw!r}", source=f"<environment {MEMORY_ENV}>"
+        )
+    return int(raw) << 20
+
+
+def _limiter(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
 
 
 def read_results(path: Path, *, validate: bool = False) -> dict[str, dict[str, Any]]:
@@ -89,6 +108,7 @@ class SuiteProcess:
         # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
         # so a run refused for bad input leaves nothing behind.
         self.out = out
+        memory_limit = memory_limit_bytes()
         self.work = Path(tempfile.mkdtemp(prefix="gates-run-"))
         run_dir = self.work / "run"
         run_dir.mkdir()
@@ -117,7 +137,7 @@ class SuiteProcess:
         with self.log.open("wb") as log_file:
             self.child = subprocess.Popen(
                 argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=_limit_memory, start_new_session=True,
+                preexec_fn=_limiter(memory_limit), start_new_session=True,
             )  # fmt: skip
 
     def kill(self) -> None:

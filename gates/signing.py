@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from conformance.errors import ConfigError
+from conformance.inputlimits import read_bounded
 
 ALGORITHM = "Ed25519"
 
@@ -32,10 +33,7 @@ def hash_bytes(artifact_hash: str) -> bytes:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted Ed25519 private key from a PEM file; anything else is a `ConfigError`."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the signing key: {exc.strerror or exc}", source=str(path)) from exc
+    data = read_bounded(path, source=str(path), what="the signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -72,10 +70,7 @@ def load_trusted_key(spec: str) -> TrustedKey:
     if not sep:
         key_id, path = "", spec
     source = f"<argument --public-key {spec}>"
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the public key: {exc.strerror or exc}", source=path) from exc
+    data = read_bounded(Path(path), source=path, what="the public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:

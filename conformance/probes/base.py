@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from conformance.errors import ProbeError
+from conformance.errors import ProbeError, ProbeMemoryExceeded
 from conformance.profile import ProbeSettings
 
 T_co = TypeVar("T_co", covariant=True)
@@ -73,7 +73,7 @@ class Prober:
         with self._lock:
             future = self._futures.get(spec)
             if future is None:
-                future = self._pool.submit(_guarded, spec.observe, self.ctx)
+                future = self._pool.submit(_guarded, spec, self.ctx)
                 self._futures[spec] = future
             return future
 
@@ -87,10 +87,25 @@ class Prober:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _guarded(fn: Callable[[Context], T_co], ctx: Context) -> T_co:
+def _guarded(spec: ProbeSpec[T_co], ctx: Context) -> T_co:
     try:
-        return fn(ctx)
+        return spec.observe(ctx)
     except ProbeError:
         raise
+    except MemoryError:
+        raise ProbeMemoryExceeded(
+            f"{describe(spec)} ran out of memory under the check run's limit "
+            "(--memory-limit-mb, GATES_SUITE_MEMORY_MB): its target made it allocate without bound"
+        ) from None
     except Exception as exc:  # a bug or an unexpected library error must read as "could not observe"
         raise ProbeError(f"probe failed unexpectedly: {type(exc).__name__}: {exc}") from exc
+
+
+def describe(spec: object) -> str:
+    """A probe named for a message: its kind and its address, port, path or URL."""
+    parts = [
+        f"{name}={getattr(spec, name)}"
+        for name in ("url", "address", "port", "path", "unit")
+        if isinstance(getattr(spec, name, None), (str, int))
+    ]
+    return f"probe {type(spec).__name__}({', '.join(parts)})"

@@ -213,6 +213,7 @@ class HttpGet:
             default_host = host_port(self.address, self.port)
         headers = {"Host": self.host_header or default_host}
         headers["User-Agent"] = "gates-conformance"
+        headers["Accept-Encoding"] = "identity"  # the body is compared as sent, and never inflated
         headers.update(self.headers)
         started = time.monotonic()
         try:
@@ -225,6 +226,14 @@ class HttpGet:
                 ) as client,
                 client.stream(self.method, url, headers=headers, extensions=extensions) as response,
             ):
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity") and "accept-encoding" not in {
+                    k.lower() for k, _ in self.headers
+                }:
+                    raise ProbeProtocolError(
+                        f"{self.method} {self.url}: answered with Content-Encoding {encoding[:40]!r} "
+                        "to a request that accepts only identity"
+                    )
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in response.iter_raw():

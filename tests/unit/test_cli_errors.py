@@ -205,3 +205,27 @@ class TestFaultCatalogue:
         for ref in REFERENCES.values():
             ids = [f.id for f in ref.faults]
             assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(
+    ("argv", "source", "words"),
+    [
+        (["--timeout", "-1"], "<argument --timeout>", "positive number of seconds"),
+        (["--timeout", "0"], "<argument --timeout>", "positive number of seconds"),
+        (["--timeout", "inf"], "<argument --timeout>", "positive number of seconds"),
+        (["--captured-at", "yesterday"], "<argument --captured-at>", "ISO 8601"),
+        (["--captured-at", "2026-01-01T00:00:00"], "<argument --captured-at>", "has no zone"),
+        (["--memory-limit-mb", "8"], "<argument --memory-limit-mb>", "whole number of MiB"),
+        (["--set", "ports.api=http"], "<argument --set ports.api>", "expected an integer"),
+        (["--set", "host=999.1.1.1"], "<argument --set host>", "IP address or host name"),
+    ],
+    ids=["negative-timeout", "zero-timeout", "infinite-timeout", "unparseable-timestamp", "timestamp-without-zone",
+         "tiny-memory-limit", "port-of-wrong-type", "no-such-address"],
+)  # fmt: skip
+def test_nonsense_arguments_stop_the_run_naming_the_argument(
+    argv: list[str], source: str, words: str
+) -> None:
+    """A run with an argument that makes no sense never starts: exit 2, one line naming the argument."""
+    message = usage_error(["run", "--profile", "oroboros", "--out", "/nonexistent/never-written", *argv])
+    assert message.startswith(f"gates: error: {source}: "), message
+    assert words in message

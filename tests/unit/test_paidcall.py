@@ -822,7 +822,7 @@ class TestBundle:
         ("damage", "needle"),
         [
             (lambda b: (b / "manifest.json").unlink(), "manifest.json: missing"),
-            (lambda b: (b / "manifest.json").write_text("{"), "manifest.json: not JSON"),
+            (lambda b: (b / "manifest.json").write_text("{"), "manifest.json: line 1, column 2: not JSON"),
             (lambda b: (b / "receipt.json").unlink(), "receipt.json: listed in manifest.json but missing"),
             (lambda b: (b / "http" / "04-paid-call.json").write_text("{}"), "04-paid-call.json: sha256"),
             (lambda b: (b / "notes.txt").write_text("x"), "notes.txt: not listed in manifest.json"),

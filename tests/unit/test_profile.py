@@ -206,15 +206,40 @@ class TestProfileErrors:
         assert "services[1]" in err.location
 
     def test_port_out_of_range_via_set(self) -> None:
-        """A port variable set out of range is reported at the service port it feeds."""
+        """A port variable set out of range is blamed on the --set argument, naming the service port it feeds."""
         with pytest.raises(ConfigError) as info:
             load_profile("oroboros", {"ports.api": "70000"})
         err = info.value
-        assert err.source == "builtin:oroboros"
+        assert err.source == "<argument --set ports.api>"
         assert "70000" in err.message
-        assert err.location is not None
-        assert "services[5].port" in err.location
-        assert "line" in err.location
+        assert "builtin:oroboros: line" in err.message
+        assert "services[5].port" in err.message
+
+    def test_port_of_wrong_type_via_set(self) -> None:
+        """A port that is not an integer is blamed on the argument that gave it."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("oroboros", {"ports.api": "abc"})
+        assert info.value.source == "<argument --set ports.api>"
+        assert "expected an integer" in info.value.message
+
+    @pytest.mark.parametrize("value", ["999.1.1.1", "1.2.3", "host_name", "-lead.example", "a..b"])
+    def test_address_that_is_no_address_is_refused(self, value: str) -> None:
+        """A bind address must be an IP address or an RFC 1123 host name; the --set argument is named."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("oroboros", {"host": value})
+        assert info.value.source == "<argument --set host>"
+        assert "expected an IP address or host name" in info.value.message
+
+    @pytest.mark.parametrize("value", ["127.0.0.1", "::1", "0.0.0.0", "db.internal", "localhost"])
+    def test_real_addresses_pass(self, value: str) -> None:
+        """IPv4, IPv6 and host names are addresses."""
+        assert load_profile("oroboros", {"host": value}).services[0].bind == value
+
+    def test_url_host_built_from_a_set_variable_blames_it(self) -> None:
+        """A default built from a --set variable (a base URL from host) blames that argument."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("nooterra", {"host": "999.1.1.1", "serving_mode": "self-host"})
+        assert info.value.source == "<argument --set host>"
 
     def test_port_not_an_integer_via_set(self) -> None:
         """A port variable set to text is reported as not an integer."""
