@@ -48,6 +48,7 @@ class CheckSpec:
     requires: tuple[str, ...] = field(default=())
     drill: bool = False  # it changes the target (and restores it): runs only when explicitly allowed
     spends: bool = False  # it pays real money (a paid call): runs only within an explicit spend allowance
+    applies_when: str = ""  # the profile setting that gives the check a target, when one must be set
     needs_systemd: bool = False  # it reads systemd units or timers: no target where no service manager runs
 
 
@@ -80,6 +81,7 @@ def check(
     severity: Severity = "critical",
     drill: bool = False,
     spends: bool = False,
+    applies_when: str = "",
     needs_systemd: bool = False,
 ) -> Callable[[F], F]:
     """Register a pytest test as the check ``check_id``.
@@ -87,6 +89,8 @@ def check(
     A ``drill`` check changes the target while it observes (a deploy, a restore) and puts it back;
     it runs only when the run allows drills, and after every other check. A ``spends`` check pays
     real money while it observes (a paid call); it runs only when the run allows a spend.
+    ``applies_when`` names the profile setting that gives the check a target when it has none by
+    default (a gate requiring it of a profile without that setting names the setting).
     """
     if not ID_PATTERN.match(check_id):
         raise ValueError(f"check id {check_id!r} is not of the form domain.subject.assertion")
@@ -103,6 +107,7 @@ def check(
             origin=origin,
             drill=drill,
             spends=spends,
+            applies_when=applies_when,
             needs_systemd=needs_systemd,
         )
         existing = REGISTRY.get(check_id)

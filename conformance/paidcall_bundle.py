@@ -189,6 +189,7 @@ def context_document(evidence: PaidCallEvidence) -> dict[str, Any]:
         "refused": evidence.refused,
         "replaySkipped": evidence.replay_skipped,
         "token": _token_document(evidence.token),
+        "visibility": evidence.visibility,
         "exchanges": [_exchange_path(i, ex.step) for i, ex in enumerate(evidence.exchanges)],
     }
 
@@ -428,6 +429,7 @@ def load(directory: Path) -> PaidCallEvidence:
         refused=ctx["refused"],
         replay_skipped=ctx["replaySkipped"],
         token=_token_from_document(ctx["token"]),
+        visibility=ctx.get("visibility"),
     )
     if manifest["gateId"] != evidence.gate_id:
         raise ConfigError(

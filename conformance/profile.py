@@ -309,6 +309,7 @@ class NooterraApi:
     maintenance_max_age_s: int
     required_metrics: tuple[str, ...]
     max_ops_tokens: int
+    on_demand_series: tuple[str, ...] = ()  # exported only once there is something to count
     rate_limit: RateLimitProbe | None
     alert_rules: str | None
     staging_env_file: str | None
@@ -329,7 +330,7 @@ class PaidCall:
 
     name: str
     gateway: str  # base URL of the x402 gateway
-    path: str  # path and query, exactly as sent
+    path: str  # path and query, as declared
     api: str  # base URL of the API (gate state, receipts, NooterraPay keyset)
     upstream: str  # base URL of the provider as the gateway calls it: its host is the request-binding host
     provider_keyset: str  # URL of the provider's keyset, obtained out of band
@@ -337,6 +338,8 @@ class PaidCall:
     holdback_bps: int
     tenant: str = "tenant_default"
     ops_token: str | None = None
+    run_param: str = ""  # query parameter given a value unique to each run (empty: the path as declared)
+    visibility_budget_s: float = 3.0  # how long a just-written gate or receipt may take to show
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -946,6 +949,15 @@ def _url(r: _Resolver, raw: Any, path: PathKey, *, base: bool = True) -> str:
     return text
 
 
+def _run_param(r: _Resolver, raw: Any, path: PathKey) -> str:
+    name = r.text(raw, path).strip()
+    if name and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise r.fail(
+            path, f"runParam must be a query parameter name (a letter, then letters, digits, _), got {name!r}"
+        )
+    return name
+
+
 def _paid_calls(r: _Resolver, raws: Sequence[Mapping[str, Any]]) -> tuple[PaidCall, ...]:
     out = []
     for i, raw in enumerate(raws):
@@ -976,6 +988,10 @@ def _paid_calls(r: _Resolver, raws: Sequence[Mapping[str, Any]]) -> tuple[PaidCa
                 holdback_bps=r.integer(raw.get("holdbackBps", 0), (*p, "holdbackBps"), low=0, high=10_000),
                 tenant=r.text(raw.get("tenant", "tenant_default"), (*p, "tenant")) or "tenant_default",
                 ops_token=token or None,
+                run_param=_run_param(r, raw.get("runParam", ""), (*p, "runParam")),
+                visibility_budget_s=r.integer(
+                    raw.get("visibilityBudgetSeconds", 3), (*p, "visibilityBudgetSeconds"), low=0, high=600
+                ),
             )
         )
     _unique([c.name for c in out], "paidCalls", "name", r)
@@ -1052,6 +1068,7 @@ def _nooterra(
             maintenance.get("maxAgeSeconds", 900), (*p, "maintenance", "maxAgeSeconds"), low=1, high=10**8
         ),
         required_metrics=tuple(raw.get("requiredMetrics") or ()),
+        on_demand_series=tuple(raw.get("onDemandSeries") or ()),
         max_ops_tokens=r.integer(raw.get("maxOpsTokens", 8), (*p, "maxOpsTokens"), low=1, high=10_000),
         rate_limit=rate_limit,
         alert_rules=alert_rules,

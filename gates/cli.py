@@ -282,13 +282,15 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 else ""
             )
             print(f"  {inst.id}{note}", file=out)
+        needs = dict(exp.needs)
         for check_id in exp.unmatched:
             why = (
                 "needs systemd; processManager is none"
                 if exp.reason(check_id) == "requires_systemd"
                 else "no target in this profile"
             )
-            print(f"  {check_id}[?]  ({why}: the gate will be incomplete)", file=out)
+            hint = f"; set {needs[check_id]}" if check_id in needs else ""
+            print(f"  {check_id}[?]  ({why}: the gate will be incomplete{hint})", file=out)
     other = sorted(
         {i.id for i in catalog(profile)}
         - {i.id for g in _select_gates(profile, []) for i in expand(g, profile).instances}

@@ -49,7 +49,7 @@ def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]
     return entry
 
 
-def _unmatched(check_id: str, reason: str) -> dict[str, Any]:
+def _unmatched(check_id: str, reason: str, need: str | None = None) -> dict[str, Any]:
     """The report entry of a required check the profile gives no target: not run, counted, with its reason."""
     if reason == "requires_systemd":
         message = (
@@ -61,11 +61,12 @@ def _unmatched(check_id: str, reason: str) -> dict[str, Any]:
             "or mark the requirement optional in the gate file."
         )
     else:
-        message = f"the profile declares no target for required check {check_id}"
-        remediation = (
-            "Declare the part of the deployment this check certifies, or mark the requirement optional in the "
-            "gate file."
+        message = f"the profile declares no target for required check {check_id}" + (
+            f" (it applies once {need} is set)" if need else ""
         )
+        remediation = (
+            f"Set {need}" if need else "Declare the part of the deployment this check certifies"
+        ) + ", or mark the requirement optional in the gate file."
     return {
         "id": check_id,
         "ok": False,
@@ -90,8 +91,9 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
         for c in checks
         if not c["ok"]
     ]
+    needs = dict(expansion.needs)
     for check_id in expansion.unmatched:
-        entry = _unmatched(check_id, expansion.reason(check_id))
+        entry = _unmatched(check_id, expansion.reason(check_id), needs.get(check_id))
         checks.append(entry)
         blocking.append(
             {

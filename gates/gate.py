@@ -161,6 +161,8 @@ class Expansion:
 
     instances: tuple[CheckInstance, ...]
     unmatched: tuple[str, ...]  # requirements the profile gives no target for
+    # check id -> the setting that gives it a target (the check's `applies_when`), for unmatched ones
+    needs: tuple[tuple[str, str], ...] = ()
     # why, per unmatched requirement that has a reason other than "no target": (check id, reason code)
     reasons: tuple[tuple[str, str], ...] = ()
 
@@ -195,6 +197,9 @@ def expand(gate: Gate, profile: Profile) -> Expansion:
             unmatched.append(req.check)
         for inst in instances:
             chosen[inst.id] = inst
+    needs = tuple(
+        (c, REGISTRY[c].applies_when) for c in unmatched if c in REGISTRY and REGISTRY[c].applies_when
+    )
     reasons = tuple(
         (c, "requires_systemd")
         for c in unmatched
@@ -204,4 +209,5 @@ def expand(gate: Gate, profile: Profile) -> Expansion:
         instances=tuple(sorted(chosen.values(), key=lambda i: i.id)),
         unmatched=tuple(unmatched),
         reasons=reasons,
+        needs=needs,
     )

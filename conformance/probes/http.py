@@ -7,7 +7,6 @@ import hashlib
 import ssl
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,57 +301,3 @@ def service_request(
         tls=tls,
         server_name=parts.hostname if tls else None,
     )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BurstResult:
-    """What a burst of identical requests met: status counts and the first 429's ``retry-after``."""
-
-    url: str
-    sent: int
-    statuses: tuple[tuple[int, int], ...]
-    first_429_retry_after: str | None
-    saw_429: bool
-    out_of_time: bool
-
-    def count(self, predicate: Any) -> int:
-        """How many answers had a status for which ``predicate(status)`` holds."""
-        return sum(n for status, n in self.statuses if predicate(status))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HttpBurst:
-    """Up to ``max_requests`` sequential requests, stopping at the first 429.
-
-    The whole burst is bounded by four probe deadlines; a burst cut short by that bound before it
-    met a 429 is reported as ``out_of_time`` rather than as a limit that does not exist.
-    """
-
-    request: HttpGet
-    max_requests: int
-
-    def observe(self, ctx: Context) -> BurstResult:
-        """Send the burst."""
-        budget = time.monotonic() + 4 * ctx.settings.deadline_s
-        statuses: Counter[int] = Counter()
-        retry_after: str | None = None
-        sent = 0
-        out_of_time = False
-        while sent < self.max_requests:
-            if time.monotonic() >= budget:
-                out_of_time = True
-                break
-            answer = self.request.observe(ctx)
-            sent += 1
-            statuses[answer.status] += 1
-            if answer.status == 429:
-                retry_after = answer.header("retry-after")
-                break
-        return BurstResult(
-            url=self.request.url,
-            sent=sent,
-            statuses=tuple(sorted(statuses.items())),
-            first_429_retry_after=retry_after,
-            saw_429=statuses[429] > 0,
-            out_of_time=out_of_time,
-        )

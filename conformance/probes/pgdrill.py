@@ -188,17 +188,16 @@ def backup_manifest(
 
 
 def manifest_problems(manifest: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a manifest: its JSON Schema, and an upgrade that names one release twice."""
-    problems = [
+    """What is wrong with a manifest against its JSON Schema.
+
+    Source and target may be one release: the playbook asks only that both be recorded
+    (SELF_HOST_UPGRADE_MIGRATION_PLAYBOOK.md Step 1.4), and re-applying the running release is a
+    rehearsal with nothing to migrate.
+    """
+    return [
         f"{_schemas.pointer(e.absolute_path)}: {e.message}"
         for e in _schemas.errors(manifest, MANIFEST_SCHEMA)
     ]
-    source, target = manifest.get("sourceRelease"), manifest.get("targetRelease")
-    if isinstance(source, str) and source and source == target:
-        problems.append(
-            f"sourceRelease and targetRelease are both {source!r}: an upgrade moves between two releases"
-        )
-    return problems
 
 
 def manifest_text(manifest: Mapping[str, Any]) -> str:
@@ -252,7 +251,8 @@ def differences(
 
 
 def version_advanced(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
-    """Whether the schema version moved forward (numerically when both are integers, else as text)."""
+    """Whether the schema version moved forward (numerically when both are integers, else as text, or, with
+    the same latest migration, by more migrations applied)."""
     old = before.get("max") if before else None
     new = after.get("max") if after else None
     if new is None:
@@ -261,6 +261,10 @@ def version_advanced(before: Mapping[str, Any] | None, after: Mapping[str, Any] 
         return True
     if re.fullmatch(r"-?\d+", old) and re.fullmatch(r"-?\d+", new):
         return int(new) > int(old)
+    if (
+        new == old
+    ):  # upstream names migrations by file: one may sort below the newest (src/db/migrate.js:33-36)
+        return int(after.get("applied") or 0) > int(before.get("applied") or 0) if before and after else False
     return bool(new > old)
 
 

@@ -3,11 +3,13 @@
 It spends money, so it runs only when the run allows a spend (``Context.spend_cap_cents``), and
 pays only an offer within it. In order:
 
-1. ``GET <gateway><path>``: the first call, expected 402 with the offer and ``x-nooterra-gate-id``;
+1. ``GET <gateway><path>`` (``path`` plus ``run_param`` with a value unique to the run, so that the
+   gateway, which derives a gate from the URL and the offer, creates this run's own): the first call, expected 402 with the offer and ``x-nooterra-gate-id``;
 2. the provider's keyset (the pinned URL) and the API's NooterraPay keyset;
 3. unless the offer is above the cap (or there is no offer or gate): the paid retry, the same
    request with ``x-nooterra-gate-id``;
-4. the gate state and the receipts of the run (ops token);
+4. the gate state and the receipts of the run (ops token), each read again within the declared
+   visibility budget until the record the paid call wrote shows (see `poll_visible`);
 5. the replay audit -- the settled gate id replayed once, then gate state and receipts again --
    only when the cap covers a second charge (a deployment that settles twice would take it);
 6. the receipt again, by id.
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -124,6 +129,50 @@ def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Excha
         return failed("probe_protocol_error", str(exc) or type(exc).__name__)
 
 
+def _found(ex: Exchange) -> bool:
+    return ex.status == 200
+
+
+def _listed(ex: Exchange) -> bool:
+    body = ex.json() if ex.status == 200 else None
+    found = body.get("receipts") if isinstance(body, dict) else None
+    return isinstance(found, list) and len(found) > 0
+
+
+def poll_visible(
+    ctx: Context,
+    step: str,
+    url: str,
+    headers: dict[str, str],
+    visible: Callable[[Exchange], bool],
+    budget_s: float,
+) -> tuple[Exchange, dict[str, Any]]:
+    """GET ``url`` until ``visible`` holds or ``budget_s`` is spent; the last answer and how long it took.
+
+    Upstream's API serves gates and receipts from an in-memory view that every ``/ops`` request (and
+    its outbox workers) reloads from PostgreSQL, emptying it first (``src/api/app.js:37760-37761``,
+    ``src/db/store-pg.js:150-194``): a committed record may be briefly invisible to a concurrent read.
+    A record that does not show within the budget is reported as the last answer said.
+    """
+    started = time.monotonic()
+    pause = 0.05
+    attempts = 0
+    while True:
+        ex = request(ctx, step, url, headers)
+        attempts += 1
+        waited = time.monotonic() - started
+        if visible(ex) or ex.status is None or waited + pause > budget_s:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.4)
+    return ex, {
+        "attempts": attempts,
+        "waitedMs": int(waited * 1000),
+        "budgetMs": int(budget_s * 1000),
+        "visible": visible(ex),
+    }
+
+
 def _without_token(ex: Exchange) -> tuple[Exchange, str | None]:
     """The gate-state exchange with the NooterraPay token's value removed from the body, and that value."""
     body = ex.json()
@@ -176,6 +225,15 @@ class PaidToolCall:
     holdback_bps: int
     tenant: str
     ops_token: str | None = field(default=None, repr=False)
+    run_param: str = ""
+    visibility_budget_s: float = 3.0
+
+    def sent_path(self) -> str:
+        """The path this run calls: the declared one, plus ``run_param`` with a value no other run uses."""
+        if not self.run_param:
+            return self.path
+        nonce = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(6)}"
+        return f"{self.path}{'&' if '?' in self.path else '?'}{self.run_param}={nonce}"
 
     def observe(self, ctx: Context) -> PaidCallEvidence:
         """Make the paid call (within the run's spend allowance), record everything, write the bundle."""
@@ -187,12 +245,30 @@ class PaidToolCall:
         tenant = {"x-proxy-tenant-id": self.tenant}
         ops = {**tenant, **({"x-proxy-ops-token": self.ops_token} if self.ops_token else {})}
         exchanges: list[Exchange] = []
+        path = self.sent_path()
 
         def call(step: str, url: str, headers: dict[str, str]) -> Exchange:
             exchanges.append(request(ctx, step, url, headers))
             return exchanges[-1]
 
-        first = call(FIRST, self.gateway + self.path, tenant)
+        visibility: dict[str, dict[str, Any]] = {}
+
+        def read(
+            step: str,
+            url: str,
+            headers: dict[str, str],
+            visible: Callable[[Exchange], bool],
+            *,
+            record: bool = True,
+        ) -> Exchange:
+            """Read a record the deployment has just written, again within the budget until it shows."""
+            ex, seen = poll_visible(ctx, step, url, headers, visible, self.visibility_budget_s)
+            visibility[step] = seen
+            if record:
+                exchanges.append(ex)
+            return ex
+
+        first = call(FIRST, self.gateway + path, tenant)
         gate_id = first.header("x-nooterra-gate-id") if first.status == 402 else None
         refused: dict[str, str] | None = None
         replay_skipped: dict[str, str] | None = None
@@ -203,18 +279,21 @@ class PaidToolCall:
             api_keyset = call(API_KEYSET, self.api + "/.well-known/nooterra-keys.json", tenant)
             refused, amount = self._refusal(first, gate_id, cap)
             if refused is None and gate_id:
-                paid = call(PAID, self.gateway + self.path, {**tenant, "x-nooterra-gate-id": gate_id})
+                paid = call(PAID, self.gateway + path, {**tenant, "x-nooterra-gate-id": gate_id})
                 gate_url = f"{self.api}/x402/gate/{quote(gate_id, safe='')}"
                 receipts_url = f"{self.api}/x402/receipts?runId={quote('x402_' + gate_id, safe='')}"
-                gate_ex, token_value = _without_token(call(GATE, gate_url, ops))
+                gate_ex, token_value = _without_token(read(GATE, gate_url, ops, _found))
                 exchanges[-1] = gate_ex
                 if token_value is not None:
                     token = _token_facts(token_value, api_keyset, paid.at)
-                receipts = call(RECEIPTS, receipts_url, ops)
+                # a settled paid call has a receipt; one the gateway could not settle may have none
+                receipts = read(
+                    RECEIPTS, receipts_url, ops, _listed if 200 <= (paid.status or 0) < 300 else _found
+                )
                 if 2 * amount <= cap:
-                    call(REPLAY, self.gateway + self.path, {**tenant, "x-nooterra-gate-id": gate_id})
-                    exchanges.append(_without_token(request(ctx, GATE_AFTER, gate_url, ops))[0])
-                    call(RECEIPTS_AFTER, receipts_url, ops)
+                    call(REPLAY, self.gateway + path, {**tenant, "x-nooterra-gate-id": gate_id})
+                    exchanges.append(_without_token(read(GATE_AFTER, gate_url, ops, _found, record=False))[0])
+                    read(RECEIPTS_AFTER, receipts_url, ops, _listed if _listed(receipts) else _found)
                 else:
                     replay_skipped = {
                         "code": "spend_not_allowed",
@@ -224,12 +303,13 @@ class PaidToolCall:
                     }
                 receipt_id = _single_receipt_id(receipts)
                 if receipt_id is not None:
-                    call(RECEIPT_BY_ID, f"{self.api}/x402/receipts/{quote(receipt_id, safe='')}", ops)
+                    read(RECEIPT_BY_ID, f"{self.api}/x402/receipts/{quote(receipt_id, safe='')}", ops, _found)
         evidence = PaidCallEvidence(
-            name=self.name, gateway_url=self.gateway, path=self.path, api_url=self.api, upstream_url=self.upstream,
+            name=self.name, gateway_url=self.gateway, path=path, api_url=self.api, upstream_url=self.upstream,
             provider_keyset_url=self.provider_keyset, pinned_key_ids=self.pinned_key_ids, holdback_bps=self.holdback_bps,
             spend_cap_cents=cap, tenant=self.tenant, started_at=first.at, gate_id=gate_id, exchanges=tuple(exchanges),
             refused=refused, replay_skipped=replay_skipped, token=token, token_value=token_value,
+            visibility=visibility or None,
         )  # fmt: skip
         if ctx.evidence_dir is not None:
             secrets = (

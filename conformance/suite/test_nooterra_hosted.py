@@ -87,6 +87,7 @@ def test_healthz_ok(target: Service, obs: HttpResponse) -> None:
     remediation="{name} enforces S8 approval on x402 authorize-payment without a well-formed policy: configure "
     "config.s8Approval.policy with schemaVersion NooterraHumanApprovalPolicy.v1, highRiskActionTypes[], "
     "requireApprovalAboveCents and strictEvidenceRefs (or turn enforcement off until it is ready).",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_s8_guard(target: Service, obs: HttpResponse) -> None:
     """``GET /ops/config`` answers 200 and ``config.s8Approval`` passes upstream's rollout guard."""
@@ -114,6 +115,7 @@ def test_s8_guard(target: Service, obs: HttpResponse) -> None:
     remediation="{name}'s GET /ops/finance/billing/catalog must answer a finance_read token with "
     "BillingPlanCatalog.v1 and the free, builder, growth and enterprise plans, each with planId, displayName "
     "and numeric launch fields; a 403 means the finance token lacks finance_read.",
+    applies_when="the finance or ops token (finance_token, GATES_NOOTERRA_FINANCE_TOKEN; else ops_token)",
 )
 def test_billing_catalog(target: Service, obs: HttpResponse) -> None:
     """200, and the catalog passes upstream's launch-plan validation (numbers must be JSON numbers)."""

@@ -21,7 +21,8 @@ from conformance.errors import Undetermined
 from conformance.nooterra import FileRead
 from conformance.probes.bundle import BundleRead
 from conformance.probes.files import FileContent, ReadFile
-from conformance.probes.http import BurstResult, HttpBurst, HttpGet, HttpResponse, service_request
+from conformance.probes.http import HttpGet, HttpResponse, service_request
+from conformance.probes.ratelimit import RPM_KEY, LimitBurstResult, RateLimitBurst
 from conformance.profile import NooterraApi, Profile, Service
 from conformance.redact import MIN_SCRUB_LENGTH, is_secret_key
 
@@ -125,6 +126,12 @@ def test_auth_mode(target: Service, obs: HttpResponse) -> None:
     else:
         reason = "auth_mode_missing"
     ok = obs.status == 200 and isinstance(mode, str) and bool(mode)
+    remediation = {
+        "onboarding_proxy_not_configured": f"Set PROXY_ONBOARDING_BASE_URL in {target.name}'s env file to the "
+        "magic-link service's URL and restart the API.",
+        "onboarding_proxy_unreachable": f"PROXY_ONBOARDING_BASE_URL is set on {target.name}, but nothing answers "
+        "there: correct it to the magic-link service's URL as the API host reaches it, or start magic-link.",
+    }.get(reason)
     expect(
         ok,
         f"GET {obs.url} answered {obs.status}"
@@ -133,6 +140,7 @@ def test_auth_mode(target: Service, obs: HttpResponse) -> None:
         reason=reason,
         observed={"status": obs.status, "code": code, "authMode": mode},
         expected={"status": 200, "authMode": "a non-empty string"},
+        remediation=remediation,
     )
 
 
@@ -166,9 +174,19 @@ def test_ops_auth_scoped(target: Service, obs: HttpResponse, profile: Profile) -
         problems.append(f"{empty} scoped token(s) have empty scopes")
     if not isinstance(count, int) or count > bound:
         problems.append(f"{count} effective ops tokens (at most {bound} declared)")
+    fixes = []
+    if mode != "scoped":
+        fixes.append("set PROXY_OPS_TOKENS (token:scope,...;...) and remove the legacy PROXY_OPS_TOKEN")
+    if empty != 0:
+        fixes.append("give every PROXY_OPS_TOKENS entry its scopes")
+    if not isinstance(count, int) or count > bound:
+        fixes.append("drop unused PROXY_OPS_TOKENS entries (or raise nooterra.maxOpsTokens in the profile)")
     expect(
         not problems,
         f"{target.name}: {'; '.join(problems)}",
+        remediation=f"In {target.name}'s env file, " + "; ".join(fixes) + ", then restart it."
+        if fixes
+        else None,
         reason="ops_auth_legacy" if mode != "scoped" else "ops_auth_not_scoped",
         observed={"mode": mode, "scopedTokensEmptyScopesCount": empty, "effectiveTokensCount": count},
         expected={"mode": "scoped", "scopedTokensEmptyScopesCount": 0, "effectiveTokensCount": f"<= {bound}"},
@@ -204,8 +222,9 @@ def test_ops_tokens_scoped(target: Service, obs: FileContent) -> None:
     title="The API reports its maintenance schedulers enabled",
     targets=_maintenance,
     observe=lambda profile, _: api_request(profile, "/ops/status"),
-    remediation="Set PROXY_FINANCE_RECONCILE_ENABLED=1 and PROXY_MONEY_RAIL_RECONCILE_ENABLED=1 on the API "
-    "and restart it.",
+    remediation="Set the disabled reconciliation switches (PROXY_FINANCE_RECONCILE_ENABLED, "
+    "PROXY_MONEY_RAIL_RECONCILE_ENABLED) to 1 on the API and restart it.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     """/ops/status: 200 with ok, finance and money-rail reconciliation enabled (the hosted-baseline rule)."""
@@ -223,10 +242,16 @@ def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     expected = {"statusCode": 200, "ok": True, **dict.fromkeys(state, True)}
     if not answered:
         expect(False, f"GET {obs.url} answered {obs.status} with ok={doc.get('ok')!r}",
-               reason="ops_status_unavailable", observed=observed, expected=expected)  # fmt: skip
+               reason="ops_status_unavailable", observed=observed, expected=expected,
+               remediation="/ops/status did not answer ok: a 403 means the ops token (GATES_NOOTERRA_OPS_TOKEN) "
+               "lacks ops_read in PROXY_OPS_TOKENS; a 5xx, look at the API's log and its database.")  # fmt: skip
+    switches = {"financeReconciliation": "PROXY_FINANCE_RECONCILE_ENABLED",
+                "moneyRailReconciliation": "PROXY_MONEY_RAIL_RECONCILE_ENABLED"}  # fmt: skip
+    off = [switches[k] for k, on in state.items() if not on]
     expect(
         all(state.values()),
         f"GET {obs.url}: " + ", ".join(f"{k}.enabled={v}" for k, v in state.items()),
+        remediation=f"Set {' and '.join(f'{k}=1' for k in off)} in the API's env file and restart it.",
         reason="maintenance_schedulers_disabled",
         observed=observed,
         expected=expected,
@@ -239,7 +264,9 @@ def test_maintenance_schedulers(target: Service, obs: HttpResponse) -> None:
     targets=_maintenance_with_kinds,
     observe=lambda profile, _: api_request(profile, "/metrics"),
     remediation="The maintenance loop ({name}) is not running or its jobs fail: check its process and log, "
-    "its DATABASE_URL and PROXY_PG_SCHEMA.",
+    "the DATABASE_URL and PROXY_PG_SCHEMA in its env file (the API's schema); if its "
+    "PROXY_MAINTENANCE_INTERVAL_SECONDS is longer than maintenance.max_age, raise maintenance.max_age.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_maintenance_recent(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """For each declared kind, the last success is no older than the declared bound."""
@@ -301,7 +328,9 @@ def test_metrics_requires_auth(target: Service, obs: HttpResponse) -> None:
     targets=_api_with_token,
     observe=lambda profile, _: api_request(profile, "/metrics"),
     remediation="{name}'s /metrics lacks required series: check that the command-center summary does not fail "
-    "(it guards replay_mismatch_gauge and the dispute gauges) and that the token has ops_read.",
+    "(it guards replay_mismatch_gauge and the dispute gauges; see the API's log), or drop a series the deployment "
+    "does not promise from nooterra.requiredMetrics in the profile.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
 def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) -> None:
     """200 and every required series name appears as a sample."""
@@ -312,7 +341,9 @@ def test_metrics_series(target: Service, obs: HttpResponse, profile: Profile) ->
     expected = {"statusCode": 200, "missingMetrics": []}
     if obs.status != 200:
         expect(False, f"GET {obs.url} with the ops token answered {obs.status}", reason="metrics_unavailable",
-               observed=observed, expected=expected)  # fmt: skip
+               observed=observed, expected=expected,
+               remediation="Give the ops token the suite uses (GATES_NOOTERRA_OPS_TOKEN) ops_read in the API's "
+               "PROXY_OPS_TOKENS, or look at the API's log for a 5xx.")  # fmt: skip
     expect(
         not missing,
         f"GET {obs.url} lacks {', '.join(missing)}",
@@ -359,11 +390,12 @@ def test_alert_rules_valid(target: Service, obs: FileRead) -> None:
     title="Every alert rule reads only series the API exports",
     targets=_api_with_alert_rules,
     observe=lambda profile, _: {"rules": _rules_file(profile), "metrics": api_request(profile, "/metrics")},
-    remediation="Alert rules on series the API never exports can never fire: fix the expressions or export "
-    "the series.",
+    remediation="Alert rules on series the API never exports can never fire: fix the expressions in the bundle's "
+    "alert rules file, or, when the API emits a series only once there is something to count, list it under "
+    "nooterra.onDemandSeries in the profile.",
 )
-def test_alert_series_exported(target: Service, obs: dict[str, Any]) -> None:
-    """The series each alert expression reads all appear in an authenticated scrape."""
+def test_alert_series_exported(target: Service, obs: dict[str, Any], profile: Profile) -> None:
+    """Each series an alert reads appears in an authenticated scrape or is one the API emits on demand."""
     rules_file: FileRead = obs["rules"]
     metrics: HttpResponse = obs["metrics"]
     if rules_file.text is None:
@@ -373,26 +405,36 @@ def test_alert_series_exported(target: Service, obs: dict[str, Any]) -> None:
             f"GET {metrics.url} answered {metrics.status}; see nooterra.metrics.series_present"
         )
     rules, _ = live.alert_rules(rules_file.text)
-    unknown = live.unknown_series(rules, live.metric_names(metrics.body.decode("utf-8", errors="replace")))
+    exported = live.metric_names(metrics.body.decode("utf-8", errors="replace"))
+    on_demand = _cfg(profile).on_demand_series
+    unknown = live.unknown_series(rules, exported, on_demand)
+    read: set[str] = set()
+    for rule in rules:
+        read |= live.promql_series(rule.expr)
+    not_yet = sorted((read & set(on_demand)) - exported)
     expect(
         not unknown,
-        "alerts on series the API does not export: "
+        "alerts on series absent from the scrape that the API does not emit on demand either: "
         + "; ".join(f"{a}: {', '.join(s)}" for a, s in sorted(unknown.items())),
         reason="alert_rules_unknown_series",
-        observed=unknown,
-        expected={},
+        observed={"unknown": unknown, "onDemandNotYetExported": not_yet},
+        expected={"unknown": {}},
     )
 
 
 # --- rate limits and quotas ----------------------------------------------------------------------
 
 
-def _burst(profile: Profile, _: Service) -> HttpBurst:
-    probe = _cfg(profile).rate_limit
+def _burst(profile: Profile, _: Service) -> RateLimitBurst:
+    cfg = _cfg(profile)
+    probe = cfg.rate_limit
     if probe is None:
         raise Undetermined("the profile declares no rate-limit probe")
-    return HttpBurst(
-        request=api_request(profile, probe.path, tenant=probe.tenant), max_requests=probe.max_requests
+    env = next((e for e in profile.env_files if e.name == cfg.env_file), None)
+    return RateLimitBurst(
+        request=api_request(profile, probe.path, tenant=probe.tenant),
+        env_path=env.path if env is not None else None,
+        max_requests=probe.max_requests,
     )
 
 
@@ -401,20 +443,40 @@ def _burst(profile: Profile, _: Service) -> HttpBurst:
     title="A burst meets the rate limit: 429 with retry-after, never a 5xx",
     targets=_api_with_rate_probe,
     observe=_burst,
-    remediation="Set PROXY_RATE_LIMIT_RPM/BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/BURST) on {name}; an "
-    "exhausted bucket must answer 429 RATE_LIMITED with retry-after.",
+    remediation="Set PROXY_RATE_LIMIT_RPM and PROXY_RATE_LIMIT_BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/BURST) "
+    "in {name}'s env file and restart it; an exhausted bucket must answer 429 RATE_LIMITED with retry-after.",
+    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
 )
-def test_rate_limit(target: Service, obs: BurstResult) -> None:
-    """Some 2xx, then a 429 carrying retry-after; no 5xx and no other 4xx along the way."""
-    if obs.out_of_time and not obs.saw_429:
-        raise Undetermined(f"the burst to {obs.url} ran out of time after {obs.sent} requests")
+def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
+    """Some 2xx, then a 429 with retry-after, or never more admitted than the declared limit allows.
+
+    The verdict depends on no timing: a burst too slow to empty the bucket is undetermined, never
+    a failure, and a missing 429 fails only once more requests were admitted than the limit read
+    from the env file can admit in the time the burst took.
+    """
+    limit = obs.limit
     saw_2xx = obs.count(lambda s: 200 <= s < 300) > 0
     saw_5xx = obs.count(lambda s: s >= 500) > 0
     other_4xx = obs.count(lambda s: 400 <= s < 500 and s != 429) > 0
     retry_after = obs.first_429_retry_after is not None and obs.first_429_retry_after.strip().isdigit()
+    disabled = limit is not None and limit.rpm <= 0
     observed = {"saw2xx": saw_2xx, "saw429": obs.saw_429, "retryAfter": retry_after, "saw5xx": saw_5xx,
                 "sawUnexpected4xx": other_4xx, "requests": obs.sent,
-                "statusCodeCounts": {str(status): n for status, n in obs.statuses}}  # fmt: skip
+                "statusCodeCounts": {str(status): n for status, n in obs.statuses},
+                "limit": None if limit is None else {"source": limit.source, "rpm": limit.rpm, "burst": limit.burst},
+                "admitted": obs.admitted, "elapsedMs": obs.elapsed_ms,
+                "admitsAtMost": None if limit is None or disabled else int(limit.admits_at_most(obs.elapsed_ms))}  # fmt: skip
+    summary = f"{obs.sent} requests to {obs.url} in {obs.elapsed_ms:.0f} ms: " + ", ".join(
+        f"{n}x {s}" for s, n in obs.statuses
+    )
+    if not (saw_5xx or other_4xx or obs.saw_429 or disabled or obs.exceeded):
+        why = (
+            f"the limit read from {limit.source} (rpm {limit.rpm:g}, burst {limit.burst:g}) admits up to "
+            f"{observed['admitsAtMost']} requests in that time, so the burst was too slow to empty the bucket"
+            if limit is not None
+            else f"without the configured limit ({obs.limit_error}) a missing 429 does not show a missing limit"
+        )
+        raise Undetermined(f"{summary}; no 429: {why}")
     if saw_5xx:
         reason = "rate_limit_probe_saw_5xx"
     elif other_4xx:
@@ -422,16 +484,37 @@ def test_rate_limit(target: Service, obs: BurstResult) -> None:
     elif not saw_2xx:
         reason = "rate_limit_probe_no_success"
     elif not obs.saw_429:
-        reason = "rate_limit_probe_expected_429_missing"
+        reason = "rate_limit_not_configured" if disabled else "rate_limit_probe_expected_429_missing"
     else:
         reason = "rate_limit_retry_after_missing"
+    env_name = limit.source if limit is not None else f"{target.name}'s env file"
+    remediation = {
+        "rate_limit_not_configured": f"Set {RPM_KEY} and PROXY_RATE_LIMIT_BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/"
+        f"BURST) in {env_name} and restart {target.name}.",
+        "rate_limit_probe_expected_429_missing": f"{target.name} admitted more requests than {env_name} allows: "
+        "restart it so it runs with that file, and check that one API process serves the tenant (each process "
+        "keeps its own bucket) and nothing in front retries or fans out requests.",
+        "rate_limit_probe_saw_5xx": f"{target.name} answered 5xx during the burst: read its log (an exhausted "
+        "bucket must answer 429, never an error) and check what sits in front of it.",
+        "rate_limit_probe_saw_unexpected_4xx": "The burst met a 4xx other than 429: a 403 means the ops token "
+        "(GATES_NOOTERRA_OPS_TOKEN) lacks ops_read; otherwise check rate_limit.path in the profile.",
+        "rate_limit_retry_after_missing": "The 429 carried no retry-after: the API sets it (src/api/app.js:34710), "
+        "so something in front of it strips the header; let it through.",
+    }.get(reason)
+    if disabled and not obs.saw_429:
+        detail = f"; {limit.source if limit else ''} sets no {RPM_KEY}, so the API admits every request"
+    elif obs.exceeded:
+        detail = (
+            f"; {obs.admitted} admitted where the declared limit admits at most {observed['admitsAtMost']}"
+        )
+    else:
+        detail = "" if retry_after or not obs.saw_429 else "; the 429 carried no retry-after"
     expect(
         saw_2xx and obs.saw_429 and retry_after and not saw_5xx and not other_4xx,
-        f"{obs.sent} requests to {obs.url}: "
-        + ", ".join(f"{n}x {s}" for s, n in obs.statuses)
-        + ("" if retry_after or not obs.saw_429 else "; the 429 carried no retry-after"),
+        summary + detail,
         reason=reason,
         observed=observed,
+        remediation=remediation,
         expected={
             "saw2xx": True,
             "saw429": True,
@@ -482,8 +565,9 @@ def test_quotas(target: Service, obs: FileContent) -> None:
         "production": _env_file(profile),
         "staging": ReadFile(path=_cfg(profile).staging_env_file or ""),
     },
-    remediation="Give staging its own database (or schema), its own secrets and its own signer keys; a staging "
-    "compromise must not reach production.",
+    remediation="Give staging its own database (or schema), its own secrets and its own signer keys (the "
+    "file staging.env_file names against the API's); a staging compromise must not reach production.",
+    applies_when="staging.env_file (the staging API env file)",
 )
 def test_staging_separated(target: Service, obs: dict[str, FileContent]) -> None:
     """No shared database+schema, no shared secret value, no shared signing key."""

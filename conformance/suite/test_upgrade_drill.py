@@ -77,12 +77,12 @@ def _backup_missing(target: UpgradeDrill) -> Undetermined:
     targets=_select.upgrade_drills,
     observe=drill,
     remediation="Make pg_dump --schema=SCHEMA --no-owner --no-privileges succeed on the host against {name} (with a "
-    "client of the server's version: drill.pg_bindir), and pin distinct source and target release ids "
-    "(drill.source_release, drill.target_release).",
+    "client of the server's version: drill.pg_bindir), and record the immutable ids of the running and the "
+    "target release (drill.source_release, drill.target_release).",
     drill=True,
 )
 def test_backup_manifest(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
-    """pg_dump exits 0 with a complete, non-empty dump; the manifest satisfies its schema and names two releases."""
+    """pg_dump exits 0 with a complete, non-empty dump; the manifest satisfies its schema and names both releases."""
     b = obs.backup
     problems: list[str] = []
     if b["exitCode"] != 0:
@@ -109,7 +109,7 @@ def test_backup_manifest(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
     expect(not problems, f"{obs.source}: {observed['message']}", reason=reason, observed=observed,
            expected={"schemaVersion": MANIFEST_SCHEMA_VERSION, "pg_dump": "exit 0, complete dump",
                      "artifacts": "each backup artifact: path relative to the run directory, sha256 of its bytes",
-                     "releases": "sourceRelease and targetRelease: two different release ids"})  # fmt: skip
+                     "releases": "sourceRelease and targetRelease: the release ids"})  # fmt: skip
 
 
 @check(
@@ -148,18 +148,27 @@ def test_restore_matches(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
            expected=SAME)  # fmt: skip
 
 
+def _unchanged(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether the schema version is what it was (same latest migration, same number applied)."""
+    keys = ("max", "applied")
+    return before is not None and after is not None and all(before.get(k) == after.get(k) for k in keys)
+
+
 @check(
     "upgrade.drill.migration_advances",
     title="The target release's migration runs on the restored copy and moves its schema version forward",
     targets=_select.upgrade_drills,
     observe=drill,
-    remediation="Make the migrate command (drill.migrate_command) apply the target release's migrations to the "
-    "schema and database it is given (its schema variable, DATABASE_URL/PG* environment) and exit 0; see its "
-    "output in this report.",
+    remediation="See the failure's own remediation: a migrate command that failed, or a target release that "
+    "applied nothing although it is not the source release.",
     drill=True,
 )
 def test_migration_advances(target: UpgradeDrill, obs: UpgradeDrillRecord) -> None:
-    """The migrate command exits 0 and max(version) of the migrations table is greater than the source's."""
+    """The migrate command exits 0 and the schema version moves forward, unless source and target are one release.
+
+    Upgrading to the release that already runs leaves nothing to migrate: that passes, with
+    ``migrationPending: false``, as long as the command still exits 0 and leaves the version as it was.
+    """
     m = obs.migration
     if m is None:
         raise Undetermined(
@@ -172,26 +181,57 @@ def test_migration_advances(target: UpgradeDrill, obs: UpgradeDrillRecord) -> No
             "set drill.migrations_table (and drill.migrations_column)"
         )
     after = m["snapshot"]["version"]
-    ok = m["exitCode"] == 0 and version_advanced(before, after)
+    same_release = target.source_release == target.target_release
+    advanced = version_advanced(before, after)
+    ok = m["exitCode"] == 0 and (advanced or (same_release and _unchanged(before, after)))
     observed: dict[str, Any] = {
         "command": m["command"],
         "exitCode": m["exitCode"],
         "scratch": _scratch(obs),
+        "sourceRelease": target.source_release,
+        "targetRelease": target.target_release,
+        "migrationPending": advanced or not same_release,
         "versionBefore": before,
         "versionAfter": after,
         "ddlChanged": m["snapshot"]["ddl"]["sha256"] != obs.before["ddl"]["sha256"],
     }
+    remediation = None
     if m["exitCode"] != 0:
         reason = "migration_timed_out" if m["timedOut"] else "migration_failed"
         message = f"{m['command']!r} exited {m['exitCode']}" + (" (timed out)" if m["timedOut"] else "")
+        remediation = (
+            "The target release's migration (drill.migrate_command) failed on the restored copy: read its output "
+            "in this report; it finds the copy in PROXY_PG_SCHEMA, DATABASE_URL and the PG* variables."
+            + (" Raise drill.timeout if it only needs longer." if m["timedOut"] else "")
+        )
+    elif advanced:
+        reason, message = "", f"schema version {before['max']} -> {after['max'] if after else '?'}"
+    elif same_release and _unchanged(before, after):
+        reason = ""
+        message = (
+            f"no migration was pending: source and target are the same release {target.target_release!r}"
+        )
     else:
         reason = "migration_not_advanced"
         message = f"schema version {before['max']} -> {after['max'] if after else 'no migrations table'}"
+        remediation = (
+            f"The target release {target.target_release!r} applied no migration to the copy of "
+            f"{target.source_release!r}: check that it ships its migrations and that drill.migrate_command runs "
+            "them; if the two ids name the same release, set drill.target_release equal to drill.source_release."
+            if not same_release
+            else "The same release changed its own schema version on a re-run: its start-up migration is not "
+            "idempotent (drill.migrate_command)."
+        )
     if not ok:
         observed.update(_tails(m))
     observed = {"message": message, **observed}
-    expect(ok, f"{obs.scratch.database}.{obs.scratch.schema}: {message}", reason=reason, observed=observed,
-           expected={"exitCode": 0, "versionAfter": f"greater than {before['max']}"})  # fmt: skip
+    want = (
+        f"greater than {before['max']}"
+        if not same_release
+        else f"{before['max']} or greater (same release: nothing need be pending)"
+    )
+    expect(ok, f"{obs.scratch.database}.{obs.scratch.schema}: {message}", reason=reason or "migration_not_advanced",
+           observed=observed, expected={"exitCode": 0, "versionAfter": want}, remediation=remediation)  # fmt: skip
 
 
 @check(

@@ -37,6 +37,8 @@ def paid_call(_: Profile, call: PaidCall) -> PaidToolCall:
         holdback_bps=call.holdback_bps,
         tenant=call.tenant,
         ops_token=call.ops_token,
+        run_param=call.run_param,
+        visibility_budget_s=call.visibility_budget_s,
     )
 
 
@@ -200,7 +202,8 @@ def test_paid_amounts(target: PaidCall, obs: PaidCallEvidence) -> None:
 @_check(
     "x402.receipt.present",
     "Exactly one X402ReceiptRecord.v1 is stored for the run",
-    "The API must store one receipt per settled gate, listed by GET /x402/receipts?runId=x402_<gateId>.",
+    "The API must store one receipt per settled gate, listed by GET /x402/receipts?runId=x402_<gateId>; if it "
+    "shows only after the suite stopped reading (see the observation's visibility), raise paid.visibility_budget.",
 )
 def test_receipt_present(target: PaidCall, obs: PaidCallEvidence) -> None:
     """The run has exactly one receipt."""

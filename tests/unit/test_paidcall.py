@@ -929,3 +929,94 @@ class TestSpendGate:
         code, out, _ = invoke("verify-receipt", str(bundle))
         assert code == 1
         assert "FAIL  x402.offer.payment_required: probe_unreachable" in out
+
+
+class TestStatusBindingAbsentOrDifferent:
+    """x402.receipt.http_bindings tells a status the receipt does not bind from one it binds wrongly."""
+
+    def test_binding_absent_but_evidence_ref_present_passes(self) -> None:
+        """Upstream's API leaves bindings.response.status null (src/api/app.js:57599-57604): the http:status ref binds it."""
+
+        def no_binding(r: dict[str, Any]) -> None:
+            r["bindings"]["response"]["status"] = None
+            if r.get("decisionRecord", {}).get("bindings"):
+                r["decisionRecord"]["bindings"]["response"]["status"] = None
+
+        assert "x402.receipt.http_bindings" not in failing(with_receipt(healthy(), no_binding))
+
+    def test_no_status_anywhere_is_absent_not_a_mismatch(self) -> None:
+        """No evidence ref and no binding: response_status_binding_absent."""
+
+        def nothing(r: dict[str, Any]) -> None:
+            r["evidenceRefs"] = [ref for ref in r["evidenceRefs"] if not ref.startswith("http:status:")]
+            r["bindings"]["response"].pop("status", None)
+            if r.get("decisionRecord", {}).get("bindings"):
+                r["decisionRecord"]["bindings"]["response"].pop("status", None)
+
+        assert failing(with_receipt(healthy(), nothing)).get("x402.receipt.http_bindings") == {
+            "response_status_binding_absent"
+        }
+
+    def test_a_different_status_is_a_mismatch(self) -> None:
+        """A bound status other than the one received: response_status_binding_mismatch."""
+        found = failing(with_receipt(healthy(), lambda r: r["bindings"]["response"].update(status=500)))
+        assert found.get("x402.receipt.http_bindings") == {"response_status_binding_mismatch"}
+
+
+class TestVisibilityAndUniquePath:
+    """Records the API has just written are read again within a budget; every run calls its own path."""
+
+    @staticmethod
+    def _reads(monkeypatch: pytest.MonkeyPatch, statuses: list[int]) -> list[str]:
+        from conformance.probes import x402 as probe
+
+        calls: list[str] = []
+
+        def fake(ctx: Any, step: str, url: str, headers: dict[str, str]) -> Exchange:
+            calls.append(url)
+            return Exchange(step=step, method="GET", url=url, at=iso(0), status=statuses[len(calls) - 1],
+                            body=b'{"receipts": []}')  # fmt: skip
+
+        monkeypatch.setattr(probe, "request", fake)
+        monkeypatch.setattr(probe.time, "sleep", lambda _: None)
+        return calls
+
+    def test_a_gate_that_shows_late_is_read_again(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """404 twice (the API reloading its view), then 200: visible, after three reads."""
+        from conformance.probes.x402 import _found, poll_visible
+
+        calls = self._reads(monkeypatch, [404, 404, 200])
+        ex, seen = poll_visible(None, "gate", "http://api/x402/gate/g", {}, _found, 60.0)  # type: ignore[arg-type]
+        assert ex.status == 200
+        assert (seen["attempts"], seen["visible"], seen["budgetMs"]) == (3, True, 60_000)
+        assert len(calls) == 3
+
+    def test_a_record_that_never_shows_is_reported_as_seen(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With the budget spent, the last answer stands: the check judges it (no pass on a race either)."""
+        from conformance.probes.x402 import _listed, poll_visible
+
+        self._reads(monkeypatch, [200])
+        ex, seen = poll_visible(None, "receipts", "http://api/x402/receipts", {}, _listed, 0.0)  # type: ignore[arg-type]
+        assert ex.status == 200
+        assert (seen["attempts"], seen["visible"]) == (1, False)
+
+    def test_each_run_calls_its_own_path(self) -> None:
+        """The gateway keys a gate on URL and offer (x402-gateway server.js:782): two runs never share a path."""
+        from conformance.probes.x402 import PaidToolCall
+
+        call = PaidToolCall(name="n", gateway="g", path="/exa/search?q=a", api="a", upstream="u", provider_keyset="k",
+                            pinned_key_ids=(), holdback_bps=0, tenant="t", run_param="gatesRun")  # fmt: skip
+        first, second = call.sent_path(), call.sent_path()
+        assert first != second
+        assert first.startswith("/exa/search?q=a&gatesRun=")
+        assert dataclasses.replace(call, path="/x").sent_path().startswith("/x?gatesRun=")
+        assert dataclasses.replace(call, run_param="").sent_path() == "/exa/search?q=a"
+
+    def test_visibility_is_kept_in_the_bundle(self, tmp_path: Path) -> None:
+        """context.json records how long each record took to show, and reads back."""
+        e = dataclasses.replace(
+            healthy(),
+            visibility={"receipts": {"attempts": 2, "waitedMs": 51, "budgetMs": 3000, "visible": True}},
+        )
+        written = paidcall_bundle.write(e, tmp_path, Redactor(set()))
+        assert paidcall_bundle.load(written).visibility == e.visibility
