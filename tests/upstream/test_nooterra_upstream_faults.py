@@ -47,6 +47,10 @@ SAMPLE = (
     "provider-signature-forged",
     "gateway-decision-id-swapped",
 )
+# The rate-limit burst errors as inconclusive when a loaded machine sends too slowly to empty the bucket (the
+# verdict table's race "rate-limit-burst-timing"): that says nothing about a fault, so wherever the check is
+# not declared, and in the baseline, that outcome is not counted.
+INCONCLUSIVE = {"nooterra.rate_limit.enforced[api]": "error"}
 CHOSEN = (
     faults.FAULTS
     if os.environ.get("GATES_UPSTREAM_FAULTS") == "all"
@@ -100,6 +104,11 @@ def certify(args: tuple[str, ...], gates: tuple[str, ...], out: Path, *, paid: b
     return not_passing(out)
 
 
+def conclusive(seen: dict[str, str], declared: tuple[str, ...] = ()) -> dict[str, str]:
+    """``seen`` without the inconclusive outcomes of checks not in ``declared``."""
+    return {c: s for c, s in seen.items() if c in declared or INCONCLUSIVE.get(c) != s}
+
+
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     """The reference, up once; its baseline is every profile gate but the roll-up, the paid call included."""
@@ -108,7 +117,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     gate_at = {i for i, a in enumerate(args) if a == "--gate"}
     plain = tuple(a for i, a in enumerate(args) if i not in gate_at and i - 1 not in gate_at)
     try:
-        baseline = certify(plain, PROFILE_GATES, tmp_path_factory.mktemp("baseline"), paid=True)
+        baseline = conclusive(certify(plain, PROFILE_GATES, tmp_path_factory.mktemp("baseline"), paid=True))
         yield Instance(state=state, args=plain, baseline=frozenset(baseline))
     finally:
         deployment.down(state)
@@ -138,11 +147,11 @@ def test_fault_trips_exactly_its_checks(fault: faults.Fault, instance: Instance,
         seen = certify(instance.args, gates, tmp_path, paid=fault.paid)
     finally:
         fault.revert(instance.state)
-    tripped = {c: s for c, s in seen.items() if c not in instance.baseline}
+    tripped = {c: s for c, s in conclusive(seen, fault.trips).items() if c not in instance.baseline}
     assert sorted(tripped) == sorted(fault.trips), json.dumps(tripped, indent=1)
 
 
 def test_reverted_reference_is_its_baseline(instance: Instance, tmp_path: Path) -> None:
     """After every fault was reverted (this runs last), the whole profile certifies as the baseline did."""
-    after = certify(instance.args, PROFILE_GATES, tmp_path, paid=True)
+    after = conclusive(certify(instance.args, PROFILE_GATES, tmp_path, paid=True))
     assert sorted(after) == sorted(instance.baseline), json.dumps(after, indent=1)
