@@ -50,6 +50,7 @@ from conformance.paidcall import (
     PaidCallEvidence,
     TokenFacts,
 )
+from conformance.probes.apart import API_VIEW
 from conformance.probes.base import Context
 from conformance.probes.http import _transport, host_port, tls_failure, tls_reason
 from conformance.profile import url_endpoint
@@ -236,7 +237,14 @@ class PaidToolCall:
         return f"{self.path}{'&' if '?' in self.path else '?'}{self.run_param}={nonce}"
 
     def observe(self, ctx: Context) -> PaidCallEvidence:
-        """Make the paid call (within the run's spend allowance), record everything, write the bundle."""
+        """Make the paid call (within the run's spend allowance), record everything, write the bundle.
+
+        No ``/ops`` probe of the suite runs meanwhile (`conformance.probes.apart`).
+        """
+        with API_VIEW:
+            return self._call(ctx)
+
+    def _call(self, ctx: Context) -> PaidCallEvidence:
         cap = ctx.spend_cap_cents
         if cap is None:
             raise SpendNotAllowed(

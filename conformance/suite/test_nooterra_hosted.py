@@ -13,6 +13,7 @@ from typing import Any
 from conformance import nooterra_hosted as hosted
 from conformance.checks import check, expect
 from conformance.errors import Undetermined
+from conformance.probes.apart import ApartFromPaidCalls
 from conformance.probes.http import HttpGet, HttpResponse, service_request
 from conformance.profile import NooterraApi, Profile, Service
 
@@ -83,7 +84,9 @@ def test_healthz_ok(target: Service, obs: HttpResponse) -> None:
     "nooterra.ops_config.s8_guard",
     title="The S8 approval rollout guard holds: enforcement off, or on with an explicit policy",
     targets=_api_with_token,
-    observe=lambda profile, _: _get(profile, "/ops/config", _cfg(profile).ops_token),
+    observe=lambda profile, _: ApartFromPaidCalls(
+        inner=_get(profile, "/ops/config", _cfg(profile).ops_token)
+    ),
     remediation="{name} enforces S8 approval on x402 authorize-payment without a well-formed policy: configure "
     "config.s8Approval.policy with schemaVersion NooterraHumanApprovalPolicy.v1, highRiskActionTypes[], "
     "requireApprovalAboveCents and strictEvidenceRefs (or turn enforcement off until it is ready).",
@@ -111,7 +114,9 @@ def test_s8_guard(target: Service, obs: HttpResponse) -> None:
     "nooterra.billing.catalog_valid",
     title="The billing catalog serves the launch plans (BillingPlanCatalog.v1) to a finance token",
     targets=_api_with_billing_token,
-    observe=lambda profile, _: _get(profile, "/ops/finance/billing/catalog", _cfg(profile).billing_token),
+    observe=lambda profile, _: ApartFromPaidCalls(
+        inner=_get(profile, "/ops/finance/billing/catalog", _cfg(profile).billing_token)
+    ),
     remediation="{name}'s GET /ops/finance/billing/catalog must answer a finance_read token with "
     "BillingPlanCatalog.v1 and the free, builder, growth and enterprise plans, each with planId, displayName "
     "and numeric launch fields; a 403 means the finance token lacks finance_read.",

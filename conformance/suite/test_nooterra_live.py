@@ -19,6 +19,7 @@ from conformance.checks import check, expect
 from conformance.envfile import parse_env
 from conformance.errors import Undetermined
 from conformance.nooterra import FileRead
+from conformance.probes.apart import ApartFromPaidCalls
 from conformance.probes.bundle import BundleRead
 from conformance.probes.files import FileContent, ReadFile
 from conformance.probes.http import HttpGet, HttpResponse, service_request
@@ -221,7 +222,7 @@ def test_ops_tokens_scoped(target: Service, obs: FileContent) -> None:
     "nooterra.maintenance.schedulers_enabled",
     title="The API reports its maintenance schedulers enabled",
     targets=_maintenance,
-    observe=lambda profile, _: api_request(profile, "/ops/status"),
+    observe=lambda profile, _: ApartFromPaidCalls(inner=api_request(profile, "/ops/status")),
     remediation="Set the disabled reconciliation switches (PROXY_FINANCE_RECONCILE_ENABLED, "
     "PROXY_MONEY_RAIL_RECONCILE_ENABLED) to 1 on the API and restart it.",
     applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
