@@ -39,6 +39,8 @@ PROFILE_GATES = tuple(
     for g in yaml.safe_load((PROJECT_ROOT / "conformance/profiles/nooterra.yaml").read_text())["gates"]
     if g != ROLL_UP
 )
+BUNDLE_GATES = ("serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration")
+PAID_GATES = ("paid-call-e2e", "receipt-verification")
 SAMPLE = (
     "api-stopped",
     "gateway-bind-all",
@@ -76,9 +78,13 @@ def _requires() -> dict[str, set[str]]:
 
 
 def gates_for(trips: tuple[str, ...]) -> tuple[str, ...]:
-    """The profile's gates requiring any of the checks ``trips`` names (in the profile's order)."""
+    """The profile's gates requiring any of the checks ``trips`` names (in the profile's order); for a bundle
+    edit every gate that reads the bundle, for the paid call both paid gates."""
     checks = {t.split("[", 1)[0] for t in trips}
     requires = _requires()
+    for group in (BUNDLE_GATES, PAID_GATES):
+        if any(checks & requires[g] for g in group):
+            checks |= {c for g in group for c in requires[g]}
     return tuple(g for g in PROFILE_GATES if requires.get(g, set()) & checks)
 
 
