@@ -154,7 +154,9 @@ def test_fault_trips_exactly_its_checks(fault: faults.Fault, instance: Instance,
     finally:
         fault.revert(instance.state)
     tripped = {c: s for c, s in conclusive(seen, fault.trips).items() if c not in instance.baseline}
-    assert sorted(tripped) == sorted(fault.trips), json.dumps(tripped, indent=1)
+    # a declared check that already does not pass on the healthy reference (the verdict table says why) is
+    # not the fault's to show
+    assert sorted(tripped) == sorted(set(fault.trips) - instance.baseline), json.dumps(tripped, indent=1)
 
 
 def test_reverted_reference_is_its_baseline(instance: Instance, tmp_path: Path) -> None:
