@@ -11,7 +11,6 @@ enforced; a burst that ends below it (too slow to empty the bucket) proves nothi
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -88,8 +87,7 @@ class LimitBurstResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitBurst:
-    """Requests from a few concurrent clients until a 429, until the declared limit is provably exceeded,
-    or out of time.
+    """Sequential requests until a 429, until the declared limit is provably exceeded, or out of time.
 
     ``env_path`` is the API's env file (the limit is read from it first); without a readable limit
     the burst sends at most ``max_requests``. The whole burst is bounded by four probe deadlines.
@@ -98,7 +96,6 @@ class RateLimitBurst:
     request: HttpGet
     env_path: str | None
     max_requests: int
-    concurrency: int = 1  # clients sending at once (more do not help a single-threaded API)
 
     def _limit(self, ctx: Context) -> tuple[BucketLimit | None, str | None]:
         if self.env_path is None:
@@ -120,55 +117,29 @@ class RateLimitBurst:
         limit, limit_error = self._limit(ctx)
         bounded = limit is not None and limit.rpm > 0
         budget = time.monotonic() + 4 * ctx.settings.deadline_s
-        lock = threading.Lock()
-        stop = threading.Event()
         statuses: Counter[int] = Counter()
-        state = {"reserved": 0, "sent": 0, "admitted": 0, "elapsed_ms": 0.0}
-        flags = {"exceeded": False, "out_of_time": False}
-        first_429: list[str | None] = []
+        retry_after: str | None = None
+        sent = admitted = 0
+        exceeded = out_of_time = False
         started = time.monotonic()
-
-        def client() -> None:
-            while not stop.is_set():
-                with lock:
-                    if time.monotonic() >= budget:
-                        flags["out_of_time"] = True
-                        stop.set()
-                        return
-                    if not bounded and state["reserved"] >= self.max_requests:
-                        return
-                    state["reserved"] += 1
-                answer = self.request.observe(ctx)
-                with lock:
-                    elapsed_ms = (time.monotonic() - started) * 1000
-                    state["elapsed_ms"] = max(state["elapsed_ms"], elapsed_ms)
-                    state["sent"] += 1
-                    statuses[answer.status] += 1
-                    if answer.status == 429:
-                        if not first_429:
-                            first_429.append(answer.header("retry-after"))
-                        stop.set()
-                        return
-                    state["admitted"] += 1
-                    # every admitted request reached the bucket after `started` and before now; one token of
-                    # slack for the bucket's clock and float rounding
-                    if (
-                        limit is not None
-                        and bounded
-                        and state["admitted"] > limit.admits_at_most(elapsed_ms) + 1
-                    ):
-                        flags["exceeded"] = True
-                        stop.set()
-                        return
-
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(max(1, self.concurrency))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        sent, admitted, elapsed_ms = int(state["sent"]), int(state["admitted"]), float(state["elapsed_ms"])
-        retry_after = first_429[0] if first_429 else None
-        exceeded, out_of_time = flags["exceeded"], flags["out_of_time"]
+        elapsed_ms = 0.0
+        while bounded or sent < self.max_requests:
+            if time.monotonic() >= budget:
+                out_of_time = True
+                break
+            answer = self.request.observe(ctx)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            sent += 1
+            statuses[answer.status] += 1
+            if answer.status == 429:
+                retry_after = answer.header("retry-after")
+                break
+            admitted += 1
+            # every admitted request reached the bucket after `started` and before now; one token of slack
+            # for the bucket's clock and float rounding
+            if limit is not None and bounded and admitted > limit.admits_at_most(elapsed_ms) + 1:
+                exceeded = True
+                break
         return LimitBurstResult(
             url=self.request.url,
             sent=sent,
