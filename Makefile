@@ -30,8 +30,8 @@ typecheck: bootstrap
 	$(BIN)/mypy
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
-# load does not starve the loopback reference's probes. The upstream tier runs the real
-# upstream system (npm ci into a cache on first use) and certifies it once.
+# load does not starve the loopback reference's probes. The upstream tier runs the real upstream
+# systems (npm ci into a cache on first use; one deployment per module, faults applied in place).
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
 	$(BIN)/python -m pytest tests/host

@@ -285,7 +285,7 @@ def _render(template: str, target: Any) -> str:
         template = re.sub(r"\s*\([^()]*\{unit\}[^()]*\)", "", template)
     fields = {
         name: getattr(target, name, "")
-        for name in ("name", "unit", "service", "port", "bind", "path", "host", "upstream")
+        for name in ("name", "unit", "service", "port", "bind", "path", "host", "upstream", "worktree")
     }
     fields = {k: ("" if v is None else v) for k, v in fields.items()}
     try:

@@ -195,6 +195,7 @@ class Slot:
     api_probe: str
     database_key: str
     proxy_target_key: str
+    worktree: str | None = None  # the api runs from inside this git worktree
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -885,6 +886,7 @@ def _slots(r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[S
                 api_probe=r.text(raw.get("apiProbe", "/api/slots/contract"), (*p, "apiProbe")),
                 database_key=raw.get("databaseKey", "DATABASE_URL"),
                 proxy_target_key=raw.get("proxyTargetKey", "WEB_API_PROXY_TARGET"),
+                worktree=r.text(raw["worktree"], (*p, "worktree")) if "worktree" in raw else None,
             )
         )
     _unique([s.name for s in out], "slots", "name", r)

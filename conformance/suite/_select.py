@@ -200,6 +200,11 @@ def slots(profile: Profile) -> list[Slot]:
     return list(profile.slots)
 
 
+def slot_worktrees(profile: Profile) -> list[Slot]:
+    """Preview slots whose api runs from a declared git worktree."""
+    return [s for s in profile.slots if s.worktree is not None]
+
+
 def smoke_harnesses(profile: Profile) -> list[Smoke]:
     """Smoke/E2E harnesses whose contract is certified."""
     return list(profile.smoke)

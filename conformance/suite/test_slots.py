@@ -8,15 +8,19 @@ cross-slot routing is forbidden. The harness prints one JSON line, writes a JSON
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from conformance import _schemas
 from conformance.checks import check, expect
+from conformance.errors import Undetermined
 from conformance.probes.datastores import PgConnect, PgSession
+from conformance.probes.files import PathInfo, PathState
 from conformance.probes.http import HttpGet, HttpResponse
 from conformance.probes.process import HarnessRun, ListenerEnvironment, ProcessEnvironment, RunHarness
+from conformance.probes.systemd import ListenerProcesses, ProcessInfo
 from conformance.profile import Profile, Service, Slot, Smoke
 from conformance.suite import _select
 
@@ -129,6 +133,39 @@ def test_slot_api_proxied(
            f"slot {target.name}: GET {target.api_probe} through the web surface answered {proxied.status} "
            f"{proxied.body_preview(60)!r}; the api itself answered {direct.status} {direct.body_preview(60)!r}",
            reason="slot_api_unreachable", observed=got, expected=want)  # fmt: skip
+
+
+# --- where the slot backend runs from ---------------------------------------------------------
+
+
+def slot_api_process(profile: Profile, slot: Slot) -> tuple[ListenerProcesses, PathInfo]:
+    """The processes on the slot api's port and the slot's worktree."""
+    assert slot.worktree is not None
+    return ListenerProcesses(port=profile.service(slot.api).port), PathInfo(path=slot.worktree)
+
+
+@check(
+    "slots.api.runs_worktree",
+    title="The slot's api runs from the slot's own git worktree",
+    targets=_select.slot_worktrees,
+    observe=slot_api_process,
+    remediation="Restart {name}'s backend from its worktree {worktree} (the preview backend runtime script's "
+    "start --slot {name}), not from another slot's worktree or the release.",
+)
+def test_slot_api_runs_worktree(
+    target: Slot, obs: tuple[tuple[ProcessInfo, ...], PathState], profile: Profile
+) -> None:
+    """Each process listening on the slot api's port has its working directory inside the slot's worktree."""
+    procs, worktree = obs
+    api = profile.service(target.api)
+    if not procs:
+        raise Undetermined(f"nothing listens on port {api.port}; see topology.listen.port_bound[{api.name}]")
+    root = (worktree.resolved or "").rstrip("/")
+    outside = sorted({p.cwd for p in procs if not root or not (p.cwd + "/").startswith(root + "/")})
+    expect(bool(root), f"slot {target.name}: its worktree {target.worktree} does not exist",
+           reason="slot_worktree_missing", observed=[p.cwd for p in procs], expected=target.worktree)  # fmt: skip
+    expect(not outside, f"slot {target.name}: its api runs from {', '.join(outside)}, not from its worktree {root}",
+           reason="slot_api_outside_worktree", observed=outside, expected=posixpath.join(root, "..."))  # fmt: skip
 
 
 # --- database binding -------------------------------------------------------------------------

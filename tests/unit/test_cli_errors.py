@@ -125,6 +125,7 @@ class TestFaultsCommand:
         lines = out.splitlines()
         expected = [f.id for f in REFERENCES["oroboros"].faults]
         expected += [f"oroboros-host:{f.id}" for f in REFERENCES["oroboros-host"].faults]
+        expected += [f"oroboros-upstream:{f.id}" for f in REFERENCES["oroboros-upstream"].faults]
         assert [line.split("\t")[0] for line in lines] == expected
         for line in lines:
             fault_id, _, trips = line.partition("\t")
