@@ -124,10 +124,8 @@ def test_the_drill_drove_upstream_scripts_and_left_the_host_as_found(certified: 
     assert comparison["before"]["releases"] == comparison["after"]["releases"]
     assert len(comparison["before"]["units"]) >= 7
     gated = next(c for c in drill["checks"] if c["id"] == "release.deploy.health_gated[current]")
-    candidate = certified.args[certified.args.index(next(a for a in certified.args if a.startswith("drill.c")))]
-    assert gated["detail"]["observed"]["command"] == (
-        f"/srv/oroboros/repo/scripts/deploy.sh {candidate.split('=', 1)[1]}"
-    )
+    candidate = next(a.split("=", 1)[1] for a in certified.args if a.startswith("drill.candidate="))
+    assert gated["detail"]["observed"]["command"] == f"/srv/oroboros/repo/scripts/deploy.sh {candidate}"
     named = next(c for c in drill["checks"] if c["id"] == "release.rollback.named[current]")
     assert named["detail"]["observed"]["command"].startswith("/srv/oroboros/repo/scripts/rollback.sh ")
 
@@ -136,4 +134,3 @@ def test_the_host_is_gone(certified: Certified) -> None:
     """Taking the reference down stopped its one container and left nothing behind."""
     assert certified.stopped == 1
     assert certified.leftovers == []
-
