@@ -76,7 +76,7 @@ def certified(tmp_path_factory: pytest.TempPathFactory) -> Certified:
     args = REF.up(state)
     try:
         code, stdout, _ = run_cli(
-            "run", *args, "--allow-drills", "--timeout", "1500", "--out", str(out), "--quiet"
+            "run", *args, "--allow-drills", "--timeout", str(REF.run_timeout_s), "--out", str(out), "--quiet"
         )
     finally:
         stopped = REF.down(state)
