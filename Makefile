@@ -43,4 +43,4 @@ bench: bootstrap
 	$(BIN)/python tests/bench/bench_health.py
 
 clean:
-	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html
+	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html artifacts/pytest-report.html

@@ -19,6 +19,7 @@ from typing import IO, Any, Literal
 
 import pytest
 
+from conformance import clock
 from conformance.checks import (
     CURRENT_EVIDENCE,
     CheckFailed,
@@ -34,11 +35,13 @@ from conformance.probes.resolve import resolve
 from conformance.profile import Profile, load_profile, parse_sets, url_endpoint
 from conformance.redact import Redactor
 from conformance.targets import Target, make_target
+from conformance.waivers import Waiver, live_waiver, load_waivers
 
 PROFILE_KEY = pytest.StashKey[Profile]()
 PROBER_KEY = pytest.StashKey[Prober]()
 TARGET_KEY = pytest.StashKey[Target]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
+WAIVERS_KEY = pytest.StashKey[tuple[Waiver, ...]]()
 RESULT_SCHEMA = "GatesCheckResult.v1"
 SETS_ENV = "GATES_SETS_JSON"
 FREE_TEXT = ("message", "observed", "expected", "remediation")  # ids and titles are never rewritten
@@ -99,6 +102,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Write evidence bundles (e.g. paid-call/<gateId>/) under DIR.",
     )
     group.addoption(
+        "--gates-waivers",
+        metavar="PATH",
+        default=None,
+        help="A waivers file (schemas/waivers.schema.json): a failing check a live waiver covers is reported waived.",
+    )
+    group.addoption(
         "--gates-only",
         metavar="ID,ID",
         default="",
@@ -131,8 +140,11 @@ def pytest_configure(config: pytest.Config) -> None:
             endpoints=_endpoints(profile),
             connect_timeout=profile.probe.connect_timeout_s,
         )
+        waivers_file = config.getoption("gates_waivers")
+        waivers = load_waivers(Path(waivers_file), load_suite()) if waivers_file else ()
     except ConfigError as exc:
         raise pytest.UsageError(exc.render()) from exc
+    config.stash[WAIVERS_KEY] = waivers
     if config.getoption("gates_allow_spend_cents") is not None and getattr(
         config.option, "numprocesses", None
     ):
@@ -375,6 +387,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             observed=last.get("observed"),
             expected=last.get("expected"),
         )
+    waiver = None
+    if record["outcome"] == "fail":  # never an error: a waiver accepts a finding, not a blind spot
+        waivers: tuple[Waiver, ...] = item.config.stash.get(WAIVERS_KEY, ())
+        waiver = live_waiver(waivers, record["id"], clock.now().date())
+        if waiver is not None:
+            record.update(outcome="waived", waiver=waiver.to_json())
     longrepr: Any = None
     outcome: Literal["passed", "failed", "skipped"] = "passed"
     if record["outcome"] == "skip":
@@ -389,7 +407,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if record["remediation"]:
             lines.append(f"  fix: {record['remediation']}")
         longrepr = "\n".join(lines)
-    return pytest.TestReport(
+    elif waiver is not None:  # JUnit and pytest-html show it as an accepted (expected) failure
+        outcome = "skipped"
+        longrepr = (str(item.path), (item.location[1] or 0) + 1, f"{record['id']}: fail: {record['message']}")
+    report = pytest.TestReport(
         nodeid=item.nodeid,
         location=item.location,
         keywords=dict.fromkeys(item.keywords, 1),
@@ -402,6 +423,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         stop=call.stop,
         user_properties=[*item.user_properties, ("gates_result", json.dumps(_jsonable(record)))],
     )
+    if waiver is not None:
+        report.wasxfail = (
+            f"waived by {waiver.approver} until {waiver.expires.isoformat()}: {waiver.reason} "
+            f"({record['id']}: {record['message']})"
+        )
+    return report
 
 
 def _jsonable(value: Any) -> Any:

@@ -57,6 +57,24 @@ def _walk(node: yaml.Node, path: PathKey, out: dict[PathKey, str], source: str) 
             _walk(item, (*path, index), out, source)
 
 
+def _bad_scalar(text: str) -> str | None:
+    """Where the first scalar sits whose implicit type (a timestamp) cannot be constructed."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop(0)
+        if isinstance(current, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(current, deep=True)
+            except ValueError:
+                return _mark(current)
+        elif isinstance(current, yaml.MappingNode):
+            stack.extend(v for pair in current.value for v in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return None
+
+
 def load_yaml(path: Path, *, source: str | None = None) -> YamlDocument:
     """Parse ``path``; any I/O or syntax problem becomes a `ConfigError` naming file and line."""
     name = source or str(path)
@@ -77,6 +95,8 @@ def load_yaml(path: Path, *, source: str | None = None) -> YamlDocument:
         raise ConfigError(f"invalid YAML: {exc.problem or exc}", source=name, location=where) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", source=name) from exc
+    except ValueError as exc:  # a scalar YAML types but cannot build, e.g. the date 2026-02-30
+        raise ConfigError(f"invalid YAML value: {exc}", source=name, location=_bad_scalar(text)) from exc
     lines: dict[PathKey, str] = {}
     if node is not None:
         _walk(node, (), lines, name)

@@ -6,16 +6,18 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from conformance import clock
 from conformance.errors import ConfigError
 from conformance.profile import Profile, load_profile, parse_sets
 from conformance.redact import Redactor
+from conformance.waivers import Waiver, load_waivers
 from conformance.yamlsource import YamlDocument
+from gates import dashboard
 from gates import report as reports
-from gates.evaluate import Component, Evaluation, evaluate, evaluate_rollup, exit_code
+from gates.evaluate import Component, Evaluation, evaluate, evaluate_rollup, exit_code, waiver_findings
 from gates.gate import Gate, build_gate, components, expand, load_gate, parse_gate, required_checks
 from gates.runner import SuiteProcess
-
-SUMMARY_LIMIT = 25  # blocking issues printed; the reports list them all
+from gates.summary import print_summary, print_waivers
 
 
 def _gate_names(profile: Profile, names: list[str]) -> list[str]:
@@ -145,6 +147,7 @@ def certify(
     allow_drills: bool = False,
     supplied: list[Path] | None = None,
     allow_spend_cents: int | None = None,
+    waivers_file: Path | None = None,
 ) -> int:
     """Run the selected gates against the deployment, write the reports, print the summary.
 
@@ -159,6 +162,7 @@ def certify(
             [parse_gate(n, profile=profile.name) for n in _gate_names(profile, gate_args)], profile
         )
         supplied_components = _supplied(supplied, profile)
+        waivers = _load_waivers(waivers_file)
         checks = sorted({c for doc in docs for c in required_checks(doc)})
         from conformance.targets import check_target
 
@@ -173,6 +177,7 @@ def certify(
                 out=out,
                 allow_drills=allow_drills,
                 allow_spend_cents=allow_spend_cents,
+                waivers=waivers_file,
             )
         gates = [build_gate(doc, profile=profile.name) for doc in docs]
         _no_duplicates(gates)
@@ -224,8 +229,16 @@ def certify(
                 results.setdefault(inst.id, _drill_declined(inst.id))
             elif inst.spends and not spend:
                 results.setdefault(inst.id, _spend_declined(inst.id))
+    today = clock.now().date()
+    evaluations = {
+        g.name: evaluate(g, expansions[g.name], results, waivers=waivers, today=today)
+        for g in gates
+        if not g.rollup
+    }
+    findings = None if waivers is None else waiver_findings(waivers, evaluations.values(), today)
     statuses = []
     rows = []
+    views = []
     done: dict[str, Component] = {}
     for gate in sorted(gates, key=lambda g: g.rollup):  # components before the roll-ups that read them
         report_components = None
@@ -240,10 +253,10 @@ def certify(
                 for n, c in used.items()
             ]  # fmt: skip
         else:
-            evaluation = evaluate(gate, expansions[gate.name], results)
+            evaluation = evaluations[gate.name]
         body = reports.build(
             gate, profile, evaluation, target=target, captured_at=captured_at, redactor=redactor,
-            components=report_components,
+            components=report_components, waivers=findings,
         )  # fmt: skip
         path = out / "gates" / gate.report
         reports.write(body, path)
@@ -252,9 +265,26 @@ def certify(
         )
         statuses.append(evaluation.status)
         rows.append((gate, evaluation, path, body["artifactHash"]))
-    _scrub_files(redactor, [out / "junit.xml", out / "report.html", suite.log])
-    _summary(rows, time.monotonic() - started, stdout)
-    return exit_code(statuses)
+        views.append(dashboard.view_of(gate, evaluation, body, redactor))
+    code = exit_code(statuses)
+    run = dashboard.Run(
+        profile=profile.name, target=target, generated_at=clock.iso_millis(clock.now()), captured_at=captured_at,
+        exit_code=code, waivers=findings,
+    )  # fmt: skip
+    dashboard.write(out / "report.html", run, views)
+    _scrub_files(redactor, [out / "junit.xml", out / "report.html", out / "pytest-report.html", suite.log])
+    print_summary(rows, time.monotonic() - started, stdout)
+    if findings is not None:
+        print_waivers(findings, stdout)
+    return code
+
+
+def _load_waivers(path: Path | None) -> tuple[Waiver, ...] | None:
+    if path is None:
+        return None
+    from conformance.checks import load_suite
+
+    return load_waivers(path, load_suite())
 
 
 def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
@@ -266,35 +296,3 @@ def _scrub_files(redactor: Redactor, paths: list[Path]) -> None:
         clean = redactor.text(text)
         if clean != text:
             path.write_text(clean, encoding="utf-8")
-
-
-def _summary(rows: list[tuple[Gate, Any, Path, str]], elapsed: float, out: IO[str]) -> None:
-    print(
-        f"{'gate':<20} {'verdict':<11} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5} {'not-run':>7}  report",
-        file=out,
-    )
-    for gate, ev, path, _ in rows:
-        v = ev.verdict
-        print(
-            f"{gate.name:<20} {v['status'].upper():<11} {v['passedChecks']:>5} {v['failedChecks']:>5} "
-            f"{v['erroredChecks']:>5} {v['skippedChecks']:>5} {v['notRunChecks']:>7}  {path}",
-            file=out,
-        )
-    # a roll-up repeats its components' issues in its report; the summary prints each once
-    blocking = [(g.name, b) for g, ev, _, _ in rows if not g.rollup for b in ev.blocking]
-    if blocking:
-        print(f"\nblocking ({len(blocking)}):", file=out)
-        for name, b in blocking[:SUMMARY_LIMIT]:
-            print(f"  {b['status'].upper():<8} {b['checkId']}  [{name}]", file=out)
-            print(f"           {b['failureCode']}: {b['reason']}", file=out)
-            if b.get("remediation"):
-                print(f"           fix: {b['remediation']}", file=out)
-        if len(blocking) > SUMMARY_LIMIT:
-            print(f"  ... and {len(blocking) - SUMMARY_LIMIT} more: see the reports", file=out)
-    without = sorted({b["checkId"] for _, b in blocking if b["failureCode"] == "no_systemd"})
-    if without:
-        print(f"\nnote: the target runs no systemd, so {len(without)} unit and timer check(s) could not observe it. "
-              "If no service manager runs this deployment, set the profile's processManager to none (Oroboros: "
-              "--set process_manager=none): those checks are then listed as needing systemd, and the checks that "
-              "read files only still run.", file=out)  # fmt: skip
-    print(f"\n{len(rows)} gate(s) in {elapsed:.2f}s", file=out)

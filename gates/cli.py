@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         "without it they are reported not run and gates requiring them stay incomplete",
     )
     run.add_argument(
+        "--waivers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="accepted exceptions (schemas/waivers.schema.json): a failing check a live waiver covers is "
+        "reported waived and does not block; expired and idle waivers are reported",
+    )
+    run.add_argument(
         "--supplied",
         action="append",
         default=[],
@@ -143,6 +151,15 @@ def _parser() -> argparse.ArgumentParser:
         "signature's keyId); given one, signed formats must carry a signature that verifies",
     )
 
+    diff = sub.add_parser(
+        "diff",
+        help="compare two certifications (output directories or reports): exit 0 nothing regressed, "
+        "1 a regression, 2 bad input",
+    )
+    diff.add_argument("old", type=Path, metavar="OLD", help="the earlier --out directory or gate report")
+    diff.add_argument("new", type=Path, metavar="NEW", help="the later --out directory or gate report")
+    diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
     receipt = sub.add_parser(
         "verify-receipt",
         help="verify a paid call and its receipt offline from its artifact bundle (exit 0 pass, 1 fail, 2 bad input)",
@@ -175,6 +192,7 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
             "demo": _cmd_demo,
             "verify-report": _cmd_verify,
             "verify-receipt": _cmd_verify_receipt,
+            "diff": _cmd_diff,
         }[args.command]
         return command(args, out, err)
     except ConfigError as exc:
@@ -219,7 +237,14 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     early = (
         None
         if args.allow_drills or args.allow_spend_cents is not None
-        else SuiteProcess(profile=args.profile, sets=args.sets, target=args.target, checks=[], out=args.out)
+        else SuiteProcess(
+            profile=args.profile,
+            sets=args.sets,
+            target=args.target,
+            checks=[],
+            out=args.out,
+            waivers=args.waivers and args.waivers.resolve(),
+        )
     )
     from gates.certify import certify
 
@@ -238,6 +263,7 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         allow_drills=args.allow_drills,
         supplied=args.supplied,
         allow_spend_cents=args.allow_spend_cents,
+        waivers_file=args.waivers and args.waivers.resolve(),
     )
 
 
@@ -323,6 +349,12 @@ def _cmd_faults(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             for fault in other.faults:
                 print(f"{other.name}:{fault.id}\t{','.join(sorted(fault.trips))}", file=out)
     return EXIT_PASS
+
+
+def _cmd_diff(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from gates.diff import run_diff
+
+    return run_diff(args.old, args.new, as_json=args.json, out=out)
 
 
 def _cmd_verify(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.waivers import Waiver, expired_waiver, live_waiver
 from gates.gate import Expansion, Gate
 
-STATUS_ORDER = ("fail", "error", "skip", "not_run")
+STATUS_ORDER = ("fail", "error", "skip", "not_run")  # "waived" is counted apart: it blocks nothing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +37,8 @@ def _entry(instance_id: str, record: Mapping[str, Any] | None) -> dict[str, Any]
             "detail": {"message": "the check did not run (no result was recorded)", "remediation": None},
         }
     status = str(record["outcome"])
+    if status == "waived":  # the check run's view; whether a waiver applies is decided here, again
+        status = "fail"
     detail: dict[str, Any] = {
         "title": record.get("title", ""),
         "severity": record.get("severity", "critical"),
@@ -75,9 +79,40 @@ def _unmatched(check_id: str, reason: str) -> dict[str, Any]:
     }
 
 
-def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str, Any]]) -> Evaluation:
-    """Fail if any required instance failed; else incomplete if any did not pass or nothing was required."""
+def _waive(entry: dict[str, Any], waivers: Sequence[Waiver], today: dt.date) -> dict[str, Any]:
+    """A failure a live waiver covers becomes ``waived`` (with the waiver); a failure whose waiver
+    lapsed stays ``fail`` and names it. Anything but a failure (an error, a check that did not run)
+    is never touched."""
+    if entry["status"] not in ("fail", "waived"):
+        return entry
+    waiver = live_waiver(waivers, entry["id"], today)
+    if waiver is not None:
+        return {**entry, "ok": False, "status": "waived", "waiver": waiver.to_json()}
+    entry = {k: v for k, v in entry.items() if k != "waiver"}
+    entry["status"] = "fail"  # a result the check run waived under a waiver that no longer applies
+    lapsed = expired_waiver(waivers, entry["id"], today)
+    if lapsed is not None:
+        entry["expiredWaiver"] = lapsed.to_json()
+    return entry
+
+
+def evaluate(
+    gate: Gate,
+    expansion: Expansion,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    waivers: Sequence[Waiver] | None = None,
+    today: dt.date | None = None,
+) -> Evaluation:
+    """Fail if any required instance failed; else incomplete if any did not pass or nothing was required.
+
+    With ``waivers`` (a waivers file was given), a failure a waiver live on ``today`` covers is
+    ``waived`` and blocks nothing, and the verdict counts ``waivedChecks``.
+    """
     checks = [_entry(inst.id, results.get(inst.id)) for inst in expansion.instances]
+    if waivers is not None:
+        day = today or dt.datetime.now(dt.UTC).date()
+        checks = [_waive(c, waivers, day) for c in checks]
     blocking = [
         {
             "id": f"{gate.name}:{c['id']}",
@@ -86,9 +121,10 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
             "failureCode": c["failureCode"],
             "reason": c["detail"]["message"],
             "remediation": c["detail"].get("remediation"),
+            **({"expiredWaiver": c["expiredWaiver"]} if "expiredWaiver" in c else {}),
         }
         for c in checks
-        if not c["ok"]
+        if not c["ok"] and c["status"] != "waived"
     ]
     for check_id in expansion.unmatched:
         entry = _unmatched(check_id, expansion.reason(check_id))
@@ -120,8 +156,42 @@ def evaluate(gate: Gate, expansion: Expansion, results: Mapping[str, Mapping[str
         "skippedChecks": counts["skip"],
         "notRunChecks": counts["not_run"],
     }
+    if waivers is not None:
+        verdict["waivedChecks"] = sum(1 for c in checks if c["status"] == "waived")
     blocking.sort(key=lambda b: b["id"])
     return Evaluation(checks=checks, blocking=blocking, verdict=verdict)
+
+
+def waiver_findings(
+    waivers: Sequence[Waiver], evaluations: Iterable[Evaluation], today: dt.date
+) -> list[dict[str, Any]]:
+    """How each waiver stood in this run, in file order: ``applied`` (it waived a failure),
+    ``expired`` (it lapsed: what it covers is judged as if it were not there), or ``stale`` -- live but
+    idle: it matches no check of the run (``matches_no_check``), every check it covers passes
+    (``check_passes``), or it covers only checks that errored or did not run, which no waiver
+    changes (``covers_no_failure``). ``checks`` are the instance ids it covers."""
+    statuses: dict[str, str] = {}
+    for ev in evaluations:
+        for c in ev.checks:
+            statuses.setdefault(str(c["id"]), str(c["status"]))
+    out = []
+    for w in waivers:
+        covered = sorted(i for i in statuses if w.covers(i))
+        finding = None
+        if not w.live(today):
+            state = "expired"
+        elif any(statuses[i] == "waived" for i in covered):
+            state = "applied"
+        else:
+            state = "stale"
+            if not covered:
+                finding = "matches_no_check"
+            elif all(statuses[i] == "pass" for i in covered):
+                finding = "check_passes"
+            else:
+                finding = "covers_no_failure"
+        out.append({"waiver": w.to_json(), "state": state, "finding": finding, "checks": covered})
+    return out
 
 
 # Failure codes of checks the run was not allowed to perform (a drill, a paid call): not run, never a

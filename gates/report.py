@@ -40,6 +40,8 @@ def artifact_hash(report: dict[str, Any]) -> str:
     core["blockingIssues"] = core["blockingIssues"] or []
     if "components" in report:  # a roll-up binds the hashes of the reports it decided over
         core["components"] = report["components"]
+    if "waivers" in report:  # the waivers that applied (or lapsed, or idled) bind the verdict
+        core["waivers"] = report["waivers"]
     return canonical_hash(core)
 
 
@@ -53,11 +55,13 @@ def build(
     redactor: Redactor,
     now: dt.datetime | None = None,
     components: list[dict[str, Any]] | None = None,
+    waivers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a schema-valid report with its artifactHash, in the shape the gate's ``format`` names.
 
     ``now`` defaults to `conformance.clock.now` (``$GATES_NOW`` pins it); ``components`` are a
-    roll-up's component reports.
+    roll-up's component reports; ``waivers`` how each waiver of the run's waivers file stood
+    (`gates.evaluate.waiver_findings`), hashed.
     """
     generated = clock.iso_millis(now or clock.now())
     if gate.format != "gates":
@@ -90,6 +94,8 @@ def build(
     }
     if components is not None:
         report["components"] = components
+    if waivers is not None:
+        report["waivers"] = redactor.scrub(waivers)
     report["artifactHash"] = artifact_hash(report)
     return report
 

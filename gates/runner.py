@@ -84,6 +84,7 @@ class SuiteProcess:
         out: Path,
         allow_drills: bool = False,
         allow_spend_cents: int | None = None,
+        waivers: Path | None = None,
     ) -> None:
         # Everything is written to a scratch directory first and moved to ``out`` by `wait`,
         # so a run refused for bad input leaves nothing behind.
@@ -100,10 +101,11 @@ class SuiteProcess:
             "--gates-profile", profile, "--gates-target", target, "--gates-results", str(self.results_path),
             "--gates-only", ",".join(checks),
             "--junitxml", str(self.work / "junit.xml"), "-o", "junit_family=xunit2", "-o", "junit_suite_name=gates",
-            "--html", str(self.work / "report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
+            "--html", str(self.work / "pytest-report.html"), "--self-contained-html", "-q", "-rfE", "--no-header",
             "--gates-evidence", str(self.work),
             *(["--gates-allow-drills"] if allow_drills else []),
             *(["--gates-allow-spend-cents", str(allow_spend_cents)] if allow_spend_cents is not None else []),
+            *(["--gates-waivers", str(waivers)] if waivers is not None else []),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -130,7 +132,7 @@ class SuiteProcess:
 
     def _publish(self) -> None:
         (self.out / "run").mkdir(parents=True, exist_ok=True)
-        for rel in ("junit.xml", "report.html", "run/results.ndjson", "run/pytest.log"):
+        for rel in ("junit.xml", "pytest-report.html", "run/results.ndjson", "run/pytest.log"):
             source = self.work / rel
             (self.out / rel).unlink(
                 missing_ok=True
@@ -179,6 +181,6 @@ def run_suite(
     timeout_s: float,
     progress: Callable[[frozenset[str], float], None] | None = None,
 ) -> SuiteRun:
-    """Run the checks ``checks`` of the suite against ``profile``; write junit.xml and report.html in ``out``."""
+    """Run the checks ``checks`` of the suite against ``profile``; write junit.xml and pytest-report.html in ``out``."""
     process = SuiteProcess(profile=profile, sets=sets, target=target, checks=checks, out=out)
     return process.wait(timeout_s=timeout_s, progress=progress)

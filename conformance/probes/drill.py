@@ -248,14 +248,13 @@ class DeployRollbackDrill:
         code = int(fields["rc"])
         if code in (124, 137):
             raise ProbeError(f"{command!r} did not finish within {self.timeout_s}s")
-        if code in (
-            126,
-            127,
-        ):  # the shell could not find or execute it: nothing was deployed, nothing observed
-            why = _b64(fields.get("stderr", "")).strip().splitlines()
+        why = _b64(fields.get("stderr", "")).strip().splitlines()
+        if code in (126, 127) and any(line.startswith("bash: ") for line in why[:3]):
+            # the wrapper's shell could not find or execute the command itself: nothing ran, nothing to observe
+            # (a 126/127 from inside a command that did run is that command's own failure, observed as such)
             raise ProbeError(
                 f"{command!r} could not be run (exit {code}: {'not executable' if code == 126 else 'not found'})"
-                + (f": {why[-1][:300]}" if why else "")
+                + (f": {why[0][:300]}" if why else "")
                 + "; set the profile's drill deploy/rollback commands to the target's own tooling"
             )
         record: dict[str, Any] = {

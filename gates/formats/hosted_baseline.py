@@ -70,7 +70,7 @@ def _in_order(value: Any, keys: tuple[str, ...]) -> Any:
 
 
 def _observed(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if entry is None or entry.get("status") not in ("pass", "fail"):
+    if entry is None or entry.get("status") not in ("pass", "fail", "waived"):
         return None
     observed = (entry.get("detail") or {}).get("observed")
     return observed if isinstance(observed, dict) else None

@@ -192,7 +192,9 @@ class UpstreamFormat:
         status = entry["status"]
         detail = entry.get("detail") or {}
         observed = detail.get("observed")
-        if status in ("pass", "fail") and isinstance(observed, dict):
+        # upstream's shape knows no waivers: a waived failure stays a failure here (the gate report,
+        # results, JUnit and console carry the waiver)
+        if status in ("pass", "fail", "waived") and isinstance(observed, dict):
             ok = status == "pass"
             code = row.code_on_pass if ok else entry.get("failureCode")
             out: dict[str, Any] = {"id": row.upstream, "ok": ok, "status": "pass" if ok else "fail"}
@@ -208,7 +210,7 @@ class UpstreamFormat:
             "status": "fail",
             "failureCode": entry.get("failureCode") or status,
             "detail": {"message": redactor.text(str(detail.get("message") or f"the check is {status}"))},
-            "_observed": status in ("pass", "fail"),
+            "_observed": status in ("pass", "fail", "waived"),
         }
 
     def _input_path(self, source: Source, by_upstream: Mapping[str, Any], profile: Profile) -> str | None:
