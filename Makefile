@@ -31,7 +31,7 @@ typecheck: bootstrap
 
 # The systemd host tier boots containers; it runs on its own, after the rest, so that its
 # load does not starve the loopback reference's probes. The upstream tier runs the real upstream
-# systems (npm ci into a cache on first use; one deployment per module, faults applied in place).
+# systems (one deployment per module: npm ci / virtualenvs into a cache on first use), also on its own.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/reference
 	$(BIN)/python -m pytest tests/host

@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR|TARBALL",
-        help="the upstream source a reference runs (nooterra-upstream: a checkout or a tarball)",
+        help="the upstream source a reference runs (nooterra-upstream, oroboros-upstream: a checkout or a tarball)",
     )
     ref_up.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
     ref_down = ref_sub.add_parser("down", help="stop it and remove its files")
