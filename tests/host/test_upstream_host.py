@@ -117,6 +117,7 @@ def test_the_drill_drove_upstream_scripts_and_left_the_host_as_found(certified: 
     """The three drill steps ran upstream's deploy.sh and rollback.sh; afterwards nothing differed."""
     drill = certified.reports["deploy-rollback"]
     restored = next(c for c in drill["checks"] if c["id"] == "release.drill.restored[current]")
+    assert restored["status"] == "pass", restored
     comparison = restored["detail"]["observed"]
     assert comparison["differences"] == []
     assert comparison["before"]["current"] == comparison["after"]["current"]
