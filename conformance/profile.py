@@ -837,7 +837,7 @@ def _drill(r: _Resolver, raw: Mapping[str, Any] | None, services: Sequence[Servi
         if units is not None
         else tuple(s.unit for s in services if s.unit),
         complete_marker=r.text(raw.get("completeMarker", ".deploy-meta"), (*p, "completeMarker")),
-        timeout_s=int(raw.get("timeoutSeconds", 180)),
+        timeout_s=r.integer(raw.get("timeoutSeconds", 180), (*p, "timeoutSeconds"), low=10, high=3600),
     )
 
 

@@ -566,6 +566,8 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         return EXIT_INCOMPLETE
     try:
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
+        if ref.run_timeout_s is not None:
+            run_args += ["--timeout", str(ref.run_timeout_s)]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
         with _environment(dict(ref.environment)):

@@ -156,6 +156,11 @@ def test_deploy_recorded(target: Release, obs: DrillRecord) -> None:
     """After the good deploy the registry rows say deployed (candidate) and replaced (previous)."""
     assert target.drill is not None
     step = obs.step("deploy_candidate")
+    if step["exitCode"] != 0:
+        raise Undetermined(
+            f"deploying {target.drill.candidate} failed (exit {step['exitCode']}; see release.deploy.health_gated), "
+            "so how the registry records a deploy was not observed"
+        )
     original = obs.before["current"].rsplit("/", 1)[-1]
     want = {target.drill.candidate: "deployed", original: "replaced"}
     got = {k: step["registry"].get(k) for k in want}
@@ -173,11 +178,14 @@ def test_deploy_recorded(target: Release, obs: DrillRecord) -> None:
     drill=True,
 )
 def test_auto_rollback(target: Release, obs: DrillRecord) -> None:
-    """Non-zero exit, current back on the candidate, registry broken=deploy_failed, candidate=deployed, healthy."""
+    """Non-zero exit, current back on the release it replaced (the candidate, when that deploy went through),
+    registry broken=deploy_failed and that release deployed, healthy."""
     assert target.drill is not None
     d = target.drill
-    _expect_step(obs.step("deploy_broken"), succeeds=False, current=_release_path(target, d.candidate),
-                 rows={d.broken: "deploy_failed", d.candidate: "deployed"}, reason="auto_rollback_failed")  # fmt: skip
+    previous = obs.step("deploy_candidate")["current"]
+    _expect_step(obs.step("deploy_broken"), succeeds=False, current=previous,
+                 rows={d.broken: "deploy_failed", previous.rsplit("/", 1)[-1]: "deployed"},
+                 reason="auto_rollback_failed")  # fmt: skip
 
 
 @check(
@@ -190,11 +198,13 @@ def test_auto_rollback(target: Release, obs: DrillRecord) -> None:
     drill=True,
 )
 def test_rollback_named(target: Release, obs: DrillRecord) -> None:
-    """Exit 0, current on the named release, registry rolled_back / replaced_by_rollback, healthy."""
+    """Exit 0, current on the named release, registry rolled_back / replaced_by_rollback (the release current
+    pointed at before the step, when that is another one), healthy."""
     assert target.drill is not None
     original = obs.before["current"].rsplit("/", 1)[-1]
-    _expect_step(obs.step("rollback_named"), succeeds=True, current=obs.before["current"],
-                 rows={original: "rolled_back", target.drill.candidate: "replaced_by_rollback"},
+    replaced = obs.step("deploy_broken")["current"].rsplit("/", 1)[-1]
+    rows = {original: "rolled_back"} | ({replaced: "replaced_by_rollback"} if replaced != original else {})
+    _expect_step(obs.step("rollback_named"), succeeds=True, current=obs.before["current"], rows=rows,
                  reason="rollback_failed")  # fmt: skip
 
 
