@@ -29,13 +29,13 @@ lint: bootstrap
 typecheck: bootstrap
 	$(BIN)/mypy
 
-# The systemd host tier boots containers; it runs on its own, after the rest, so that its
-# load does not starve the loopback reference's probes. The upstream tier runs the real upstream
-# systems (one deployment per module: npm ci / virtualenvs into a cache on first use), also on its own.
+# The systemd hosts (containers) and the real upstream systems (one deployment per module: npm ci and
+# virtualenvs into a cache on first use) run after the rest, so that their load does not starve the
+# loopback references' probes; each of their modules stays on one worker (--dist loadfile), so each
+# deployment is brought up once.
 selftest: bootstrap
 	$(BIN)/python -m pytest -n $(JOBS) tests/unit tests/hostile tests/fuzz tests/reference
-	$(BIN)/python -m pytest tests/host
-	$(BIN)/python -m pytest tests/upstream
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests/host tests/upstream
 
 test: lint typecheck selftest
 
