@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
 
+from fixtures.host import nspawn
 from fixtures.registry import REFERENCES
 from fixtures.state import default_state_dir
 from gates.testing import run_cli, run_with_fault
@@ -29,14 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 def _leftovers(state: Path) -> list[str]:
     """What of the host at ``state`` would still be there: its files, nspawn process, veth link."""
-    machine = f"gh-{zlib.crc32(str(state).encode()):08x}"
-    found = [str(state)] if state.exists() else []
-    found += subprocess.run(
-        ["pgrep", "-af", f"--machine={machine}"], capture_output=True, text=True
-    ).stdout.split("\n")
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [line for line in links.splitlines() if f"ve-{machine}" in line]
-    return [x for x in found if x.strip()]
+    return nspawn.leftovers(state, f"gh-{zlib.crc32(str(state).encode()):08x}")
 
 
 GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-health",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fixtures.host import nspawn
 from fixtures.oroboros_upstream import release
 from fixtures.registry import REFERENCES
 from fixtures.state import default_state_dir
@@ -57,14 +57,7 @@ class Certified:
 
 def _leftovers(state: Path) -> list[str]:
     """What of the host at ``state`` would still be there: its files, nspawn process, veth link."""
-    machine = f"gu-{zlib.crc32(str(state).encode()):08x}"
-    found = [str(state)] if state.exists() else []
-    found += subprocess.run(
-        ["pgrep", "-af", f"--machine={machine}"], capture_output=True, text=True
-    ).stdout.split("\n")
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [line for line in links.splitlines() if f"ve-{machine}" in line]
-    return [x for x in found if x.strip()]
+    return nspawn.leftovers(state, f"gu-{zlib.crc32(str(state).encode()):08x}")
 
 
 @pytest.fixture(scope="module")
