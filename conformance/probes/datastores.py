@@ -6,16 +6,17 @@ import contextlib
 import math
 import os
 import socket
+import ssl
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
 from conformance.errors import (
     ConnectionRefused,
-    ProbeError,
     ProbeProtocolError,
     ProbeTimeout,
     ProbeUnreachable,
@@ -23,13 +24,7 @@ from conformance.errors import (
 )
 from conformance.probes.base import Context
 from conformance.probes.resp import RespConnection
-
-PING_NAMES = {
-    pq.Ping.OK: "accepting",
-    pq.Ping.REJECT: "rejecting",
-    pq.Ping.NO_RESPONSE: "no_response",
-    pq.Ping.NO_ATTEMPT: "no_attempt",
-}
+from conformance.profile import ProbeSettings
 
 
 def _conninfo(address: str, port: int, dbname: str, user: str, password: str | None, timeout: float) -> str:
@@ -46,39 +41,126 @@ def _conninfo(address: str, port: int, dbname: str, user: str, password: str | N
 
 
 _SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # length 8, code 80877103: one byte answers it
+_PROTOCOL_3 = 196608
+_CANNOT_CONNECT_NOW = "57P03"  # the one SQLSTATE PQping reports as "rejecting"
+_MAX_STARTUP_REPLY = 65536
 
 
-def _diagnose(address: str, port: int, what: str, connect_s: float, read_s: float) -> ProbeError:
-    """libpq says only "no response": one bounded exchange tells a refusal (an observation), silence,
-    a reset and another protocol apart. It sends an SSLRequest and reads one byte."""
+class _Budget:
+    """What is left of the probe's deadline, as a per-operation socket timeout."""
+
+    def __init__(self, read_s: float, deadline_s: float) -> None:
+        self._read_s = read_s
+        self._until = time.monotonic() + deadline_s
+
+    def timeout(self) -> float:
+        left = self._until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return min(self._read_s, left)
+
+
+def _recv_exact(sock: socket.socket, size: int, budget: _Budget) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        sock.settimeout(budget.timeout())
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _leave_session(sock: socket.socket, budget: _Budget) -> None:
+    """A server that let us in without a password goes on talking: say Terminate and read to its end, so the
+    connection closes cleanly instead of being reset over unread data (which the server logs)."""
+    with contextlib.suppress(OSError):
+        sock.settimeout(budget.timeout())
+        sock.sendall(b"X\0\0\0\x04")
+        for _ in range(_MAX_STARTUP_REPLY // 4096):
+            sock.settimeout(budget.timeout())
+            if not sock.recv(4096):
+                break
+
+
+def _startup_message(user: str, dbname: str) -> bytes:
+    params = b"".join(
+        key + b"\0" + value.encode() + b"\0"
+        for key, value in ((b"user", user), (b"database", dbname), (b"application_name", "gates-conformance"))
+    )
+    body = struct.pack("!I", _PROTOCOL_3) + params + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def _sqlstate(fields: bytes) -> str | None:
+    for field_ in fields.split(b"\0"):
+        if field_[:1] == b"C":
+            return field_[1:].decode("ascii", "replace")
+    return None
+
+
+def _ping(address: str, port: int, user: str, dbname: str, what: str, settings: ProbeSettings) -> str:
+    """``PQping``'s semantics (``pg_isready``), spoken by the suite itself within the probe's own bounds.
+
+    It asks for TLS as ``sslmode=prefer`` does, sends a start-up packet and reads the server's first answer: an
+    authentication request or any error but "cannot connect now" means accepting, "cannot connect now" means
+    rejecting. libpq's ping cannot go below a 2 s connect timeout and holds the interpreter while it waits;
+    this exchange tells silence, a reset, a flood and another protocol apart by its own deadline. It leaves
+    before authenticating, which a server does not log."""
+    budget = _Budget(settings.read_timeout_s, settings.deadline_s)
     try:
-        with socket.create_connection((address, port), timeout=connect_s) as sock:
-            sock.settimeout(read_s)
-            sock.sendall(_SSL_REQUEST)
-            first = sock.recv(1)
-            extra = b""
-            if first in (
-                b"S",
-                b"N",
-            ):  # a server then waits for the handshake, silent: one that talks on is not one
-                sock.settimeout(min(read_s, 0.3))
+        with socket.create_connection(
+            (address, port), timeout=min(settings.connect_timeout_s, budget.timeout())
+        ) as raw:
+            raw.settimeout(budget.timeout())
+            raw.sendall(_SSL_REQUEST)
+            first = raw.recv(1)
+            if not first:
+                raise ProbeUnreachable(f"{what}: the server closed the connection at once")
+            if first not in (b"S", b"N"):
+                raise ProbeProtocolError(
+                    f"{what}: not a PostgreSQL server (answered {first!r} to an SSLRequest)"
+                )
+            sock: socket.socket = raw
+            if first == b"S":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # sslmode=prefer verifies nothing either
+                raw.settimeout(budget.timeout())
+                sock = context.wrap_socket(raw)
+            else:
+                raw.settimeout(min(budget.timeout(), 0.3))  # it now waits for the start-up packet, silent
+                extra = b""
                 with contextlib.suppress(TimeoutError):
-                    extra = sock.recv(1)
+                    extra = raw.recv(1)
+                if extra:
+                    raise ProbeProtocolError(
+                        f"{what}: not a PostgreSQL server (answered {first + extra!r}... to an SSLRequest)"
+                    )
+            sock.settimeout(budget.timeout())
+            sock.sendall(_startup_message(user, dbname))
+            header = _recv_exact(sock, 5, budget)
+            if len(header) < 5:
+                raise ProbeUnreachable(f"{what}: the server closed the connection during start-up")
+            kind, length = header[:1], struct.unpack("!I", header[1:])[0]
+            if kind not in (b"R", b"E", b"v") or not 4 <= length <= _MAX_STARTUP_REPLY:
+                raise ProbeProtocolError(
+                    f"{what}: not a PostgreSQL server (answered {header!r} to a start-up packet)"
+                )
+            body = _recv_exact(sock, length - 4, budget)
+            if kind == b"E":
+                return "rejecting" if _sqlstate(body) == _CANNOT_CONNECT_NOW else "accepting"
+            if kind == b"R" and body[:4] == b"\0\0\0\0":
+                _leave_session(sock, budget)
+            return "accepting"
     except TimeoutError:
-        return ProbeTimeout(f"{what}: no answer within {read_s:g}s")
+        raise ProbeTimeout(f"{what}: no answer within the {settings.deadline_s:g}s deadline") from None
+    except ssl.SSLError as exc:
+        raise ProbeProtocolError(f"{what}: TLS handshake failed ({exc.reason or exc})") from None
     except OSError as exc:
         if is_refusal(exc):
-            return ConnectionRefused(f"{what}: connection refused", endpoint=what.rsplit(" ", 1)[-1])
-        return ProbeUnreachable(f"{what}: {exc.strerror or exc}")
-    if extra:
-        return ProbeProtocolError(
-            f"{what}: not a PostgreSQL server (answered {first + extra!r}... to an SSLRequest)"
-        )
-    if first in (b"S", b"N", b"E"):
-        return ProbeUnreachable(f"{what}: no response")
-    if not first:
-        return ProbeUnreachable(f"{what}: the server closed the connection at once")
-    return ProbeProtocolError(f"{what}: not a PostgreSQL server (answered {first!r} to an SSLRequest)")
+            raise ConnectionRefused(f"{what}: connection refused", endpoint=what.rsplit(" ", 1)[-1]) from None
+        raise ProbeUnreachable(f"{what}: {exc.strerror or exc}") from None
 
 
 class _Watchdog:
@@ -109,7 +191,7 @@ class _Watchdog:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PgPingResult:
-    """What libpq's ``PQping`` (the engine of ``pg_isready``) reported."""
+    """What ``PQping``'s exchange (the engine of ``pg_isready``) showed: accepting or rejecting."""
 
     status: str
 
@@ -124,18 +206,10 @@ class PgPing:
     user: str
 
     def observe(self, ctx: Context) -> PgPingResult:
-        """Ping; a server that does not answer at all is unobservable (`ProbeUnreachable`)."""
+        """Ping; silence, a reset or another protocol is unobservable, a refusal is an observation."""
         address, port = ctx.dial(self.address, self.port)
-        info = _conninfo(address, port, self.dbname, self.user, None, ctx.settings.connect_timeout_s)
-        code = pq.Ping(pq.PGconn.ping(info.encode()))
-        if code == pq.Ping.NO_RESPONSE:
-            what = f"postgres at {self.address}:{self.port}"
-            raise _diagnose(address, port, what, ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)
-        if code == pq.Ping.NO_ATTEMPT:
-            raise ProbeProtocolError(
-                f"postgres at {self.address}:{self.port}: connection parameters rejected by libpq"
-            )
-        return PgPingResult(status=PING_NAMES[code])
+        what = f"postgres at {self.address}:{self.port}"
+        return PgPingResult(status=_ping(address, port, self.user, self.dbname, what, ctx.settings))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -69,6 +69,9 @@ CASES: list[tuple[str, Probe, Behaviour, str]] = [
     ("pg-speaks-ssh", PG_PING, say(SSH_BANNER), "probe_protocol_error"),
     ("pg-login-speaks-ssh", PG_LOGIN, say(SSH_BANNER), "probe_protocol_error"),
     ("pg-login-hang", PG_LOGIN, hang, "probe_timeout"),
+    ("pg-no-tls-then-silent", PG_PING, say(b"N"), "probe_timeout"),
+    ("pg-no-tls-then-flood", PG_PING, say(b"N" + b"R" * 100), "probe_protocol_error"),
+    ("pg-tls-then-garbage", PG_PING, say(b"S" + b"not a TLS record\r\n" * 4), "probe_protocol_error"),
     ("pg-speaks-http", PG_PING, say(b"HTTP/1.1 400 Bad Request\r\n\r\n", then_hang=False), "probe_protocol_error"),
 ]  # fmt: skip
 
@@ -185,3 +188,54 @@ def test_check_run_holds_hostile_datastores_under_its_memory_limit(
         "health.postgres.accepting[db]": ("error", "probe_protocol_error"),
         "health.redis.ping[cache]": ("error", "probe_response_too_large"),
     }, run.log.read_text()[-2000:]
+
+
+def _pg_answering(reply: bytes, seen: Path) -> Behaviour:
+    """A server that refuses TLS, reads a start-up packet, answers ``reply`` and records in ``seen`` what the
+    client sent after it (the server runs in a process of its own)."""
+
+    def run(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(5)
+        conn.recv(8, socket.MSG_WAITALL)  # the SSLRequest
+        conn.sendall(b"N")
+        length = struct.unpack("!I", conn.recv(4, socket.MSG_WAITALL))[0]
+        conn.recv(length - 4, socket.MSG_WAITALL)
+        conn.sendall(reply)
+        after = conn.recv(64)
+        seen.write_bytes(after)
+
+    return run
+
+
+def _pg_error(sqlstate: bytes) -> bytes:
+    fields = b"SFATAL\0C" + sqlstate + b"\0Mthe database system is not yet accepting connections\0\0"
+    return b"E" + struct.pack("!I", 4 + len(fields)) + fields
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "after"),
+    [
+        (_pg_error(b"57P03"), "rejecting", b""),
+        (_pg_error(b"28P01"), "accepting", b""),  # PQping: a server that turns a login away is up
+        (b"R\x00\x00\x00\x0c\x00\x00\x00\x05salt", "accepting", b""),  # asked for a password: leave silently
+        (_PG_READY, "accepting", b"X\x00\x00\x00\x04"),  # let in: say Terminate, so nothing is reset
+    ],
+    ids=["cannot-connect-now", "auth-failed", "password-asked", "trusted"],
+)
+def test_postgres_ping_has_pg_isready_semantics(
+    reply: bytes, status: str, after: bytes, serve: Callable[[Behaviour], HostileServer], tmp_path: Path
+) -> None:
+    """The ping reads the server's first answer as ``PQping`` does, and leaves the way a server does not log."""
+    seen = tmp_path / "after-reply"
+    server = serve(_pg_answering(reply, seen))
+    prober = Prober(Context(settings=TIGHT, host=None))  # type: ignore[arg-type]  # no commands
+    try:
+        result = prober.submit(PG_PING(server.port)).result(timeout=HANG_GUARD_S)
+    finally:
+        prober.close()
+    assert result.status == status
+    for _ in range(200):  # the server writes once the client has closed or spoken; not a timing assertion
+        if seen.exists():
+            break
+        threading.Event().wait(0.05)
+    assert seen.read_bytes() == after
