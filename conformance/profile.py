@@ -24,6 +24,7 @@ JsonScalar = str | int | float | bool | None
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
 _SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
 
 ServiceKind = Literal["http", "postgres", "redis", "proxy", "process"]
@@ -493,6 +494,26 @@ class _Resolver:
             raise self.fail(path, f"expected an integer from {low} to {high}, got {value}")
         return value
 
+    def account(self, raw: Any, path: PathKey) -> str | None:
+        """A user or group name as the target's account database spells one (useradd's rule, ``$`` allowed
+        last for machine accounts), or a numeric id."""
+        if raw is None:
+            return None
+        text = self.text(raw, path)
+        if not _ACCOUNT.fullmatch(text):
+            raise self.fail(
+                path, f"expected a user or group name (letters, digits, '_', '-', '.'), got {text!r}"
+            )
+        return text
+
+    def target_path(self, raw: Any, path: PathKey) -> str:
+        """A path on the target: absolute, because a command run over SSH or in a namespace has no useful
+        working directory to be relative to."""
+        text = self.text(raw, path)
+        if not text.startswith("/") or "\0" in text:
+            raise self.fail(path, f"expected an absolute path, got {text!r}")
+        return text
+
     def number(self, raw: Any, path: PathKey) -> float:
         text = self.text(raw, path)
         try:
@@ -624,12 +645,12 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                 kind=raw["kind"],
                 role=raw.get("role", raw["kind"]),
                 unit=r.opt_text(raw.get("unit"), (*p, "unit")),
-                user=r.opt_text(raw.get("user"), (*p, "user")),
+                user=r.account(raw.get("user"), (*p, "user")),
                 bind=bind,
                 port=port,
                 url=url,
                 env_file=raw.get("envFile"),
-                group=r.opt_text(raw.get("group"), (*p, "group")),
+                group=r.account(raw.get("group"), (*p, "group")),
                 hardening=tuple(
                     (k, r.text(v, (*p, "hardening", k))) for k, v in (raw.get("hardening") or {}).items()
                 ),
@@ -652,7 +673,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         env_files.append(
             EnvFile(
                 name=raw["name"],
-                path=r.text(raw["path"], (*p, "path")),
+                path=r.target_path(raw["path"], (*p, "path")),
                 values=values,
                 keys=tuple(raw.get("keys") or ()),
                 patterns=tuple(
@@ -706,8 +727,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         raw = data["release"]
         release = Release(
             name=raw.get("name", "current"),
-            current=r.text(raw["current"], ("release", "current")),
-            releases=r.text(raw["releases"], ("release", "releases")),
+            current=r.target_path(raw["current"], ("release", "current")),
+            releases=r.target_path(raw["releases"], ("release", "releases")),
             drill=_drill(r, raw.get("drill"), services),
         )
 

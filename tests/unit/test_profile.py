@@ -235,6 +235,30 @@ class TestProfileErrors:
         """IPv4, IPv6 and host names are addresses."""
         assert load_profile("oroboros", {"host": value}).services[0].bind == value
 
+    @pytest.mark.parametrize(
+        ("name", "value", "message"),
+        [
+            ("users.runtime", "ops team", "expected a user or group name"),
+            ("users.worker", "-x", "expected a user or group name"),
+            ("paths.deploy_root", "srv/oroboros", "expected an absolute path"),
+            ("paths.env_dir", "etc/oroboros", "expected an absolute path"),
+        ],
+    )
+    def test_account_and_path_variables_are_checked_against_their_use(
+        self, name: str, value: str, message: str
+    ) -> None:
+        """A user name and a path on the target are checked where the profile uses them; the argument is named."""
+        with pytest.raises(ConfigError) as info:
+            load_profile("oroboros", {name: value})
+        assert info.value.source == f"<argument --set {name}>"
+        assert message in info.value.message
+
+    @pytest.mark.parametrize("value", ["oroboros", "oroboros-worker", "svc_1", "box$", "1001"])
+    def test_real_account_names_pass(self, value: str) -> None:
+        """useradd's names (and numeric ids) are accepted as the units' User=."""
+        profile = load_profile("oroboros", {"users.runtime": value})
+        assert any(s.user == value for s in profile.services)
+
     def test_url_host_built_from_a_set_variable_blames_it(self) -> None:
         """A default built from a --set variable (a base URL from host) blames that argument."""
         with pytest.raises(ConfigError) as info:
