@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from conformance.errors import ConfigError
 from conformance.init.draft import Drafter
@@ -26,8 +27,30 @@ INVENTORY_GATE = "host-inventory"
 
 
 def inventory(target: str, settings: ProbeSettings) -> Inventory:
-    """Observe the host behind ``target`` (an SSH target forwards the endpoints found, then closes)."""
+    """Observe the host behind ``target`` (an SSH target forwards the endpoints found, then closes).
+
+    It observes on a thread of its own: entering a ``netns://`` namespace moves only that thread (and
+    the commands it starts), never the caller's.
+    """
     check_target(target)
+    result: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            result["value"] = _inventory(target, settings)
+        except BaseException as exc:  # handed back to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=body, name="gates-init")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    value: Inventory = result["value"]
+    return value
+
+
+def _inventory(target: str, settings: ProbeSettings) -> Inventory:
     spec = parse_target(target)
     base = make_target(target, connect_timeout=settings.connect_timeout_s)
     ctx = Context(settings=settings, host=BoundedHost(base.host), dial=base.dial)
@@ -59,8 +82,9 @@ def coverage(profile: Profile) -> tuple[list[str], list[str]]:
         if not exp.instances:
             continue
         if exp.unmatched:
+            shown = ", ".join(exp.unmatched[:3]) + (", ..." if len(exp.unmatched) > 3 else "")
             left_out.append(
-                f"not listed: {name} also needs {', '.join(exp.unmatched)} (nothing here declares them)"
+                f"not listed: {name}: {len(exp.unmatched)} of its required checks have nothing declared here ({shown})"
             )
         else:
             chosen.append(name)

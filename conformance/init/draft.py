@@ -145,12 +145,11 @@ class Drafter:
     def _name(self, sock: Socket, kind: str) -> str:
         taken = {s.name for s in self.services}
         preferred = {"postgres": "postgres", "redis": "redis", "proxy": "reverse-proxy"}.get(kind)
-        candidates = [c for c in (preferred, name_of(sock.unit) if sock.unit else None,
-                                  name_of(sock.program or "listener")) if c]  # fmt: skip
-        for c in candidates:
-            if c not in taken:
+        by_program = f"{name_of(sock.program or 'listener')}-{sock.port}"
+        for c in (preferred, name_of(sock.unit) if sock.unit else None, by_program):
+            if c and c not in taken:
                 return c
-        return f"{candidates[-1]}-{sock.port}"
+        return f"{by_program}-{len(taken)}"
 
     def add_service(self, sock: Socket) -> None:
         kind = _kind(self.inv, sock)
