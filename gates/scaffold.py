@@ -102,6 +102,12 @@ def run_init(
     drafter = Drafter(inv, name=name)
     for sock in inv.sockets:
         drafter.add_service(sock)
+    if all(s.block.off is not None for s in drafter.services):
+        raise ConfigError(
+            "no listener there can be declared as it is (see 'NOT DECLARED' in the draft below); fix what it says "
+            "first\n" + document(drafter, sections(drafter), [INVENTORY_GATE]),
+            source=target,
+        )
     body = sections(drafter)
     fd, tmp = tempfile.mkstemp(prefix="gates-init-", suffix=".yaml")
     try:

@@ -21,6 +21,14 @@ def _item(block: Block, indent: str = "  ") -> list[str]:
     return out + body
 
 
+def _section(key: str, blocks: Sequence[Block]) -> list[str]:
+    """``key:`` and its items; with every item commented out, the key is too (an empty list is no list)."""
+    if not blocks:
+        return []
+    head = f"{key}:" if any(b.off is None for b in blocks) else f"# {key}: (nothing could be declared)"
+    return [head, *(line for b in blocks for line in _item(b))]
+
+
 def _identities(d: Drafter, upstreams: Sequence[Service]) -> None:
     """Give each route upstream the identity path (``/``) when its stable answer tells it apart from the others."""
     prints = {}
@@ -86,7 +94,7 @@ def routes(d: Drafter) -> list[str]:
 
 def timers(d: Drafter) -> list[str]:
     """The administrator's timers: calendar, randomized delay, and whether their job has run successfully."""
-    out: list[str] = []
+    blocks: list[Block] = []
     for timer, service in d.inv.timers:
         calendars = _CALENDAR.findall(timer.info.get("TimersCalendar"))
         b = Block(
@@ -117,8 +125,8 @@ def timers(d: Drafter) -> list[str]:
             b.notes.append(
                 "output: if the job writes a file, declare output: {glob, maxAgeSeconds} to certify it is fresh"
             )
-        out += _item(b)
-    return ["timers:", *out] if out else []
+        blocks.append(b)
+    return _section("timers", blocks)
 
 
 def release(d: Drafter) -> list[str]:
@@ -164,9 +172,7 @@ def sections(d: Drafter) -> list[str]:
     out.append("services:")
     for svc in d.services:
         out += _item(svc.block)
-    env = [line for b in d.env_blocks for line in _item(b)]
-    if env:
-        out += ["envFiles:", *env]
+    out += _section("envFiles", d.env_blocks)
     return out + route_lines + timer_lines + release(d)
 
 

@@ -1,0 +1,270 @@
+"""`gates init`'s pieces: Caddyfile routes, unit files, and the profile drafted from an inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conformance.init.caddyfile import CaddyRoute, config_path, parse_caddyfile, upstream_endpoint
+from conformance.init.draft import Drafter, name_of, q, seconds
+from conformance.init.observe import Answer, Inventory, Socket, Unit
+from conformance.init.render import document, sections
+from conformance.init.unitfile import EnvFileRef, parse_unit
+from conformance.probes.files import PathState
+from conformance.probes.http import HttpResponse
+from conformance.probes.systemd import ProcessInfo, UnitInfo
+from conformance.profile import load_profile
+from gates.testing import run_cli
+
+UPSTREAM_STYLE = """{
+    auto_https off
+}
+
+:8088 {
+    @app host app.example.com
+    handle @app {
+        reverse_proxy 127.0.0.1:3100
+    }
+    @api {
+        host api.example.com  # the api
+    }
+    handle @api {
+        reverse_proxy http://localhost:8000
+    }
+    handle {
+        respond "unknown host" 404
+    }
+}
+"""
+
+SITE_STYLE = """# sites
+app.example.com, http://www.example.com:8088 {
+    encode gzip
+    reverse_proxy 127.0.0.1:3100 127.0.0.1:3101
+}
+api.example.com {
+    handle /v1/* {
+        reverse_proxy 127.0.0.1:9999
+    }
+    handle {
+        reverse_proxy {
+            to 127.0.0.1:8000
+        }
+    }
+}
+"{$SITE}" {
+    reverse_proxy {env.UPSTREAM}
+}
+:9000 {
+    reverse_proxy @admin 127.0.0.1:7000
+    @admin host admin.example.com
+    respond "# not a comment {" 200
+}
+"""
+
+
+def test_caddyfile_named_host_matchers() -> None:
+    """``@name host ...`` (one line or a block) used by ``handle @name`` gives each host its upstream."""
+    conf = parse_caddyfile(UPSTREAM_STYLE)
+    assert conf.routes == (
+        CaddyRoute(host="app.example.com", upstream_address="127.0.0.1", upstream_port=3100),
+        CaddyRoute(host="api.example.com", upstream_address="127.0.0.1", upstream_port=8000),
+    )
+    assert conf.site_ports == (8088,)
+
+
+def test_caddyfile_site_blocks() -> None:
+    """Site addresses route to the block's first unmatched upstream; path handles, placeholders are skipped."""
+    conf = parse_caddyfile(SITE_STYLE)
+    assert {r.host: (r.upstream_address, r.upstream_port) for r in conf.routes} == {
+        "app.example.com": ("127.0.0.1", 3100),
+        "www.example.com": ("127.0.0.1", 3100),
+        "api.example.com": ("127.0.0.1", 8000),
+        "admin.example.com": ("127.0.0.1", 7000),
+    }
+    assert conf.site_ports == (8088, 9000)
+
+
+def test_caddyfile_odd_input_finds_nothing() -> None:
+    """Empty text, only a global block, or unbalanced braces give no routes, never an exception."""
+    for text in ("", "{\n admin off\n}\n", "a.example.com {\n reverse_proxy\n", "}}}{{{", "@m host x\n"):
+        assert parse_caddyfile(text).routes == ()
+
+
+def test_upstream_endpoint_and_config_path() -> None:
+    """Upstreams as Caddy writes them; the --config of a caddy command line."""
+    assert upstream_endpoint(":3100") == ("127.0.0.1", 3100)
+    assert upstream_endpoint("[::1]:80") == ("::1", 80)
+    assert upstream_endpoint("unix//run/app.sock") is None
+    assert upstream_endpoint("127.0.0.1:99999") is None
+    assert (
+        config_path(("caddy", "run", "--config", "/etc/x/Caddyfile", "--adapter", "caddyfile"))
+        == "/etc/x/Caddyfile"
+    )
+    assert config_path(("caddy", "run", "--config=/c")) == "/c"
+    assert config_path(("caddy", "run")) is None
+
+
+UNIT = """# /etc/systemd/system/app.service
+[Unit]
+Description=App ; not a comment
+[Service]
+User=app
+EnvironmentFile=/etc/app/a.env -/etc/app/optional.env
+NoNewPrivileges=yes
+ProtectSystem=full
+ExecStart=/usr/bin/app \\
+    --port 8000
+# a comment
+; another
+[Install]
+WantedBy=multi-user.target
+
+# /etc/systemd/system/app.service.d/override.conf
+[Service]
+EnvironmentFile=
+EnvironmentFile=/etc/app/b.env
+User=app2
+UMask=0077
+"""
+
+
+def test_unit_file_settings() -> None:
+    """Drop-ins override single settings, an empty assignment resets a list, ``-`` marks an optional file."""
+    unit = parse_unit(UNIT)
+    assert unit.files == (
+        "/etc/systemd/system/app.service",
+        "/etc/systemd/system/app.service.d/override.conf",
+    )
+    assert unit.last("Service.User") == "app2"
+    assert unit.environment_files() == [EnvFileRef(path="/etc/app/b.env", optional=False)]
+    assert unit.last("Service.ExecStart") == "/usr/bin/app  --port 8000"
+    assert unit.hardening_keys() == ["NoNewPrivileges", "ProtectSystem", "UMask"]
+    assert unit.last("Unit.Description") == "App ; not a comment"
+    first = parse_unit(UNIT.split("# /etc/systemd/system/app.service.d")[0])
+    assert first.environment_files() == [
+        EnvFileRef(path="/etc/app/a.env", optional=False),
+        EnvFileRef(path="/etc/app/optional.env", optional=True),
+    ]
+    assert parse_unit("").settings == ()
+    assert parse_unit("Key=outside a section\n[Service]\nnot a setting\n").settings == ()
+
+
+def test_names_spans_and_scalars() -> None:
+    """Profile names from unit names, systemd spans in seconds, ``$`` kept literal."""
+    assert name_of("ouroboros-web@preview1.service") == "ouroboros-web-preview1"
+    assert name_of("9lives.service") == "s-9lives"
+    assert seconds("2min 30s") == 150
+    assert seconds("0") == 0
+    assert seconds("") is None
+    assert yaml.safe_load(q("a$b${c}")) == "a$$b$${c}"
+
+
+def _response(body: bytes, kind: str = "text/plain") -> Answer:
+    r = HttpResponse(url="http://x/", host_header=None, status=200, headers=(("Content-Type", kind),), body=body,
+                     elapsed_s=0.0)  # fmt: skip
+    return Answer(first=r, stable=True)
+
+
+def _unit(name: str, props: dict[str, str], text: str = "") -> Unit:
+    base = {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active"}
+    info = UnitInfo(unit=name, properties=tuple({**base, **props}.items()))
+    return Unit(name=name, info=info, files=parse_unit(text), verify=None)
+
+
+def _inventory() -> Inventory:
+    proc = ProcessInfo(pid=10, user="app", cgroup="/system.slice/app.service", cwd="/srv/app/releases/r1")
+    sockets = (
+        Socket(port=22, addresses=("0.0.0.0", "::"), processes=(), argv=("sshd",), unit=None),
+        Socket(port=8000, addresses=("127.0.0.1",), processes=(proc,), argv=("/srv/app/bin/app",), unit="app.service"),
+    )  # fmt: skip
+    app = _unit("app.service", {"User": "app", "NoNewPrivileges": "yes", "EnvironmentFiles": "/etc/app.env"},
+                "# /etc/systemd/system/app.service\n[Service]\nEnvironmentFile=/etc/app.env\nNoNewPrivileges=yes\n")  # fmt: skip
+    timer = _unit("backup.timer", {"TimersCalendar": "{ OnCalendar=*-*-* 03:00:00 ; next_elapse=x }",
+                                   "RandomizedDelayUSec": "5min"})  # fmt: skip
+    job = _unit("backup.service", {"ExecMainExitTimestamp": "", "Result": "success", "ExecMainStatus": "0"})
+    env = ("API_TOKEN=tok-7731-secret\nDATABASE_URL=postgresql://app:pw-9917-secret@127.0.0.1:5432/appdb\n"
+           "PRICE=$5\nEMPTY_PASSWORD=\n")  # fmt: skip
+    return Inventory(
+        target="local",
+        sockets=sockets,
+        systemd=True,
+        units=(app,),
+        timers=((timer, job),),
+        env_files=(("/etc/app.env", env),),
+        caddy=None,
+        http=(((8000, "/health", None), _response(b"ok\n")), ((8000, "/", None), _response(b"<h1>app</h1>"))),
+        redis_auth=(),
+        paths=(
+            (
+                "/srv/app/current",
+                PathState(
+                    path="/srv/app/current",
+                    is_symlink=True,
+                    link_text="releases/r1",
+                    resolved="/srv/app/releases/r1",
+                    kind="dir",
+                ),
+            ),
+        ),
+        containers=False,
+    )
+
+
+def test_draft_declares_what_holds_and_comments_the_rest(tmp_path: Path) -> None:
+    """The drafted profile validates; secrets stay out; unclear binds and unrun timers are commented out."""
+    d = Drafter(_inventory(), name="unit-draft")
+    for sock in d.inv.sockets:
+        d.add_service(sock)
+    text = document(d, sections(d), ["host-inventory"])
+    assert "tok-7731-secret" not in text
+    assert "pw-9917-secret" not in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    profile = load_profile(str(path), environ={})
+    assert [s.name for s in profile.services] == ["app"]
+    app = profile.service("app")
+    assert (app.unit, app.user, app.bind, app.port, app.runs_from_release) == (
+        "app.service",
+        "app",
+        "127.0.0.1",
+        8000,
+        True,
+    )
+    assert app.hardening == (("NoNewPrivileges", "yes"),)
+    assert app.health is not None
+    assert (app.health.path, app.health.body, app.health.content_type) == (
+        "/health",
+        "ok\n",
+        "text/plain",
+    )
+    (env,) = profile.env_files
+    assert dict(env.values) == {"PRICE": "$5", "EMPTY_PASSWORD": ""}
+    assert env.keys == ("API_TOKEN", "DATABASE_URL")
+    assert profile.timers == ()
+    assert "# NOT DECLARED: port 22 is bound on 0.0.0.0, ::" in text
+    assert "# NOT DECLARED: backup.service has never run" in text
+    assert profile.release is not None
+    assert profile.release.releases == "/srv/app/releases"
+    assert profile.container_runtime == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["init", "--target", "bogus://host"],
+        ["init", "--target", "netns://gates-no-such-namespace"],
+        ["init", "--name", "Not A Name"],
+        ["init", "--ssh-config", "/nonexistent/ssh_config", "--target", "ssh://root@127.0.0.1"],
+        ["init", "--unknown"],
+    ],
+)
+def test_init_bad_arguments_exit_2(argv: list[str]) -> None:
+    """Bad arguments are a usage error naming what is wrong, before anything is observed."""
+    code, out, err = run_cli(*argv)
+    assert code == 2, err
+    assert out == ""
+    assert err.startswith("gates: error:")
+    assert "Traceback" not in err
