@@ -212,15 +212,15 @@ class Drafter:
             b.lines.append(f"user: {q(users[0])}")
 
     def _env_file(self, svc: Service, unit: Unit) -> None:
-        for ref in unit.files.environment_files():
-            if ref.path in self.env_names:
-                svc.env_file = svc.env_file or self.env_names[ref.path]
+        for path in unit.info.environment_files():  # as systemd expanded them (%i, ...)
+            if path in self.env_names:
+                svc.env_file = svc.env_file or self.env_names[path]
                 continue
-            if self.inv.env_text(ref.path) is None:
+            if self.inv.env_text(path) is None:
                 continue
             name = self._env_name(svc.name)
-            self.env_names[ref.path] = name
-            if self._declare_env(name, ref.path) and svc.env_file is None:
+            self.env_names[path] = name
+            if self._declare_env(name, path) and svc.env_file is None:
                 svc.env_file = name
         if svc.env_file:
             svc.block.lines.append(f"envFile: {svc.env_file}")

@@ -215,7 +215,7 @@ def observe(
         systemd = True
     except NoSystemd:
         units, timers, systemd = [], [], False
-    env_paths = sorted({ref.path for u in units for ref in u.files.environment_files()})
+    env_paths = sorted({path for u in units for path in u.info.environment_files()})
     env_files = []
     for path in env_paths:
         content = _get(ctx, ReadFile(path=path))

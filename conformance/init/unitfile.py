@@ -1,8 +1,9 @@
 """systemd unit files as ``systemctl cat`` prints them: the settings a unit's own files assign.
 
-``systemctl show`` gives every setting's effective value, defaults included; a starting profile should
-declare only what the unit's author chose (its sandboxing set) and the env files it names. Later
-assignments add to list settings, an empty assignment resets one, as systemd reads them.
+``systemctl show`` gives every setting's effective value, defaults included (and the env files with
+specifiers such as ``%i`` expanded); a starting profile should declare only the sandboxing the unit's
+author chose, and needs a few settings show does not give (``ExecStart=`` as written, ``Timer.Unit=``).
+Later assignments add to list settings, an empty assignment resets one, as systemd reads them.
 """
 
 from __future__ import annotations
@@ -15,14 +16,6 @@ _LISTS = {"EnvironmentFile", "ReadWritePaths", "ExecStart", "OnCalendar", "Restr
 HARDENING = ("NoNewPrivileges", "PrivateTmp", "ProtectSystem", "ProtectHome", "ProtectKernelTunables",
              "ProtectKernelModules", "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality",
              "RestrictAddressFamilies", "UMask")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EnvFileRef:
-    """An ``EnvironmentFile=`` entry: its path, and whether a leading ``-`` lets it be missing."""
-
-    path: str
-    optional: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,14 +33,6 @@ class UnitSettings:
         """The value that takes effect for a single-valued setting."""
         values = self.values(key)
         return values[-1] if values else None
-
-    def environment_files(self) -> list[EnvFileRef]:
-        """The ``EnvironmentFile=`` entries, several per line allowed, ``-`` marking optional ones."""
-        out = []
-        for value in self.values("Service.EnvironmentFile"):
-            for word in value.split():
-                out.append(EnvFileRef(path=word.lstrip("-"), optional=word.startswith("-")))
-        return out
 
     def hardening_keys(self) -> list[str]:
         """The sandboxing settings the unit's files assign, in `HARDENING` order."""

@@ -11,7 +11,7 @@ from conformance.init.caddyfile import CaddyRoute, config_path, parse_caddyfile,
 from conformance.init.draft import Drafter, name_of, q, seconds
 from conformance.init.observe import Answer, Inventory, Socket, Unit
 from conformance.init.render import document, sections
-from conformance.init.unitfile import EnvFileRef, parse_unit
+from conformance.init.unitfile import parse_unit
 from conformance.probes.files import PathState
 from conformance.probes.http import HttpResponse
 from conformance.probes.systemd import ProcessInfo, UnitInfo
@@ -139,15 +139,13 @@ def test_unit_file_settings() -> None:
         "/etc/systemd/system/app.service.d/override.conf",
     )
     assert unit.last("Service.User") == "app2"
-    assert unit.environment_files() == [EnvFileRef(path="/etc/app/b.env", optional=False)]
+    assert unit.values("Service.EnvironmentFile") == ("/etc/app/b.env",)
     assert unit.last("Service.ExecStart") == "/usr/bin/app  --port 8000"
     assert unit.hardening_keys() == ["NoNewPrivileges", "ProtectSystem", "UMask"]
     assert unit.last("Unit.Description") == "App ; not a comment"
     first = parse_unit(UNIT.split("# /etc/systemd/system/app.service.d")[0])
-    assert first.environment_files() == [
-        EnvFileRef(path="/etc/app/a.env", optional=False),
-        EnvFileRef(path="/etc/app/optional.env", optional=True),
-    ]
+    assert first.values("Service.EnvironmentFile") == ("/etc/app/a.env -/etc/app/optional.env",)
+    assert first.last("Service.User") == "app"
     assert parse_unit("").settings == ()
     assert parse_unit("Key=outside a section\n[Service]\nnot a setting\n").settings == ()
 
@@ -180,7 +178,7 @@ def _inventory() -> Inventory:
         Socket(port=22, addresses=("0.0.0.0", "::"), processes=(), argv=("sshd",), unit=None),
         Socket(port=8000, addresses=("127.0.0.1",), processes=(proc,), argv=("/srv/app/bin/app",), unit="app.service"),
     )  # fmt: skip
-    app = _unit("app.service", {"User": "app", "NoNewPrivileges": "yes", "EnvironmentFiles": "/etc/app.env"},
+    app = _unit("app.service", {"User": "app", "NoNewPrivileges": "yes", "EnvironmentFiles": "/etc/app.env (ignore_errors=no)"},
                 "# /etc/systemd/system/app.service\n[Service]\nEnvironmentFile=/etc/app.env\nNoNewPrivileges=yes\n")  # fmt: skip
     timer = _unit("backup.timer", {"TimersCalendar": "{ OnCalendar=*-*-* 03:00:00 ; next_elapse=x }",
                                    "RandomizedDelayUSec": "5min"})  # fmt: skip
