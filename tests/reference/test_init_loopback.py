@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from conformance.profile import load_profile
-from fixtures import postgres
-from fixtures.oroboros_upstream import netns
+from fixtures import netns, postgres
 from fixtures.procs import Proc, spawn, stop
 from fixtures.state import default_state_dir
 from gates.testing import not_passing, run_cli
