@@ -34,11 +34,20 @@ def q(text: str) -> str:
     return json.dumps(text.replace("$", "$$"))
 
 
+# Plain words YAML 1.1 reads as something other than a string.
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
 def name_of(text: str) -> str:
-    """A profile name (``^[a-z][a-z0-9-]*$``) made from a unit or program name."""
+    """A profile name (``^[a-z][a-z0-9-]*$``, never a word YAML reads as a boolean) from a unit or program name."""
     base = re.sub(r"\.(service|timer)$", "", text).lower()
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")
-    return base if base and base[0].isalpha() else f"s-{base}".rstrip("-")
+    return base if base and base[0].isalpha() and base not in _YAML_WORDS else f"s-{base}".rstrip("-")
+
+
+def key(text: str) -> str:
+    """An env key as a YAML mapping key (quoted where YAML would read it as a boolean or null)."""
+    return q(text) if text.lower() in _YAML_WORDS else text
 
 
 def seconds(span: str) -> int | None:
@@ -240,15 +249,15 @@ class Drafter:
         if dupes:
             b.off = f"{path} assigns {', '.join(sorted(dupes))} more than once (the last wins): fix it, then declare it"
         values, keys = [], []
-        for key, value in parsed.effective().items():
-            if value and (is_secret_key(key) or _URL_CREDENTIALS.search(value)):
-                keys.append(key)
+        for k, value in parsed.effective().items():
+            if value and (is_secret_key(k) or _URL_CREDENTIALS.search(value)):
+                keys.append(k)
             else:
-                values.append(f"  {key}: {q(value)}")
+                values.append(f"  {key(k)}: {q(value)}")
         if values:
             b.lines += ["values:", *values]
         if keys:
-            b.lines.append(f"keys: [{', '.join(keys)}]")
+            b.lines.append(f"keys: [{', '.join(key(k) for k in keys)}]")
             b.notes.append(
                 f"keys: the values of {', '.join(keys)} are secret: only their presence is declared"
             )

@@ -145,7 +145,7 @@ def header(inv: Inventory, name: str, gates: Sequence[str], left_out: Sequence[s
         "# It certifies the host as it is now: read every comment, keep what is intended, fix what is not,",
         "# then certify with: gates run --profile THIS_FILE --target ...",
         "schemaVersion: gates.profile/v1",
-        f"name: {name}",
+        f"name: {q(name)}",
         f"title: {q(name + ' (written by gates init)')}",
     ]
     for line in left_out:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conformance.init.caddyfile import CaddyRoute, config_path, parse_caddyfile, upstream_endpoint
-from conformance.init.draft import Drafter, name_of, q, seconds
+from conformance.init.draft import Drafter, key, name_of, q, seconds
 from conformance.init.observe import Answer, Inventory, Socket, Unit
 from conformance.init.render import document, sections
 from conformance.init.unitfile import parse_unit
@@ -154,6 +154,8 @@ def test_names_spans_and_scalars() -> None:
     """Profile names from unit names, systemd spans in seconds, ``$`` kept literal."""
     assert name_of("ouroboros-web@preview1.service") == "ouroboros-web-preview1"
     assert name_of("9lives.service") == "s-9lives"
+    assert name_of("on") == "s-on"
+    assert yaml.safe_load(f"{key('ON')}: 1\n{key('OFF_HOURS')}: 2") == {"ON": 1, "OFF_HOURS": 2}
     assert seconds("2min 30s") == 150
     assert seconds("0") == 0
     assert seconds("") is None
