@@ -185,7 +185,8 @@ class SshTarget:
             *ssh_base_args(self.spec, connect_timeout=connect_timeout),
         ]
         for (address, port), local in self._forwards.items():
-            argv += ["-L", f"127.0.0.1:{local}:{address}:{port}"]
+            host = f"[{address}]" if ":" in address else address  # an IPv6 address is bracketed in -L
+            argv += ["-L", f"127.0.0.1:{local}:{host}:{port}"]
         user = f"{self.spec.user}@" if self.spec.user else ""
         argv.append(f"{user}{self.spec.host}")
         self._tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

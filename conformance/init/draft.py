@@ -85,9 +85,11 @@ def _kind(inv: Inventory, sock: Socket) -> str:
     if sock.port == 6379 or sock.program.startswith("redis"):
         return "redis"
     if inv.answer(sock.port, "/") is not None or inv.answer(sock.port, "/health") is not None:
-        return (
-            "proxy" if inv.caddy is not None and sock.program == "caddy" and inv.caddy[1].routes else "http"
+        caddy = inv.caddy[1] if inv.caddy is not None else None
+        serves_sites = (
+            caddy is not None and bool(caddy.routes) and sock.port in (caddy.site_ports or (sock.port,))
         )
+        return "proxy" if sock.program == "caddy" and serves_sites else "http"
     return "tcp"
 
 
@@ -272,7 +274,10 @@ class Drafter:
             _health(health, "/health", b.lines, b.notes)
             return
         root = self.inv.answer(port, "/")
-        if root is not None:
+        if root is not None and root.first.status >= 400:
+            b.notes.append(f"health: it answers HTTP, but neither /health nor / with 2xx or 3xx (/ answered "
+                           f"{root.first.status}): declare its health endpoint")  # fmt: skip
+        elif root is not None:
             b.notes.append(
                 "health: no /health answered 2xx or 3xx, so / is used: declare the real health endpoint"
             )

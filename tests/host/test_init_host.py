@@ -72,10 +72,10 @@ def test_init_profile_certifies_the_host(name: str, tmp_path: Path, monkeypatch:
     assert {"host-inventory", "runtime-health", "runtime-topology"} <= set(profile.gates)
     assert profile.routes is not None
     assert len(profile.routes.hosts) == 6
-    assert {t.unit for t in profile.timers} >= {
+    assert {t.unit for t in profile.timers} >= {  # (upstream's daily summary job fails: left for a human)
         "ouroboros-maintenance-stale-leases.timer",
         "ouroboros-maintenance-preview-reset-audit.timer",
-    } or name == "oroboros-upstream-host"
+    }
     assert any(s.unit == "ouroboros-worker.service" and s.hardening for s in profile.services)
     assert (
         "# NOT DECLARED: port 22 is bound on 0.0.0.0, ::" in text
