@@ -16,6 +16,7 @@ from conformance.probes.files import PathState
 from conformance.probes.http import HttpResponse
 from conformance.probes.systemd import ProcessInfo, UnitInfo
 from conformance.profile import load_profile
+from conformance.targets import forward_spec
 from gates.testing import run_cli
 
 UPSTREAM_STYLE = """{
@@ -268,3 +269,10 @@ def test_init_bad_arguments_exit_2(argv: list[str]) -> None:
     assert out == ""
     assert err.startswith("gates: error:")
     assert "Traceback" not in err
+
+
+def test_ssh_forward_of_an_ipv6_listener() -> None:
+    """A listener on ``::`` or ``::1`` is forwarded with the address in brackets, as ``ssh -L`` needs."""
+    assert forward_spec(40000, "127.0.0.1", 8088) == "127.0.0.1:40000:127.0.0.1:8088"
+    assert forward_spec(40001, "::", 8088) == "127.0.0.1:40001:[::]:8088"
+    assert forward_spec(40002, "::1", 5432) == "127.0.0.1:40002:[::1]:5432"
