@@ -15,7 +15,7 @@ from typing import TypeVar
 from conformance.errors import NoSystemd, ProbeError
 from conformance.init.caddyfile import CaddyConfig, config_path, parse_caddyfile
 from conformance.init.unitfile import UnitSettings, parse_unit
-from conformance.probes.base import Context, ProbeSpec
+from conformance.probes.base import Context, ProbeSpec, _guarded
 from conformance.probes.datastores import RedisPing
 from conformance.probes.files import PathInfo, PathState, ReadFile
 from conformance.probes.http import HttpGet, HttpResponse
@@ -109,9 +109,14 @@ class Inventory:
         return next((s for p, s in self.paths if p == path), None)
 
 
+def _must(ctx: Context, spec: ProbeSpec[T]) -> T:
+    """Observe, any failure (a lost SSH connection, a library error) as a `ProbeError`, as a check run does."""
+    return _guarded(spec, ctx)
+
+
 def _get(ctx: Context, spec: ProbeSpec[T]) -> T | None:
     try:
-        return spec.observe(ctx)
+        return _must(ctx, spec)
     except NoSystemd:
         raise
     except ProbeError:
@@ -125,7 +130,7 @@ def _unit_of(cgroup: str) -> str | None:
 
 def sockets(ctx: Context) -> list[Socket]:
     """Every listening TCP port with its owners (one observation per port)."""
-    table = ListenSockets().observe(ctx)
+    table = _must(ctx, ListenSockets())
     out = []
     for port in sorted({x.port for x in table.listeners}):
         procs = _get(ctx, ListenerProcesses(port=port)) or ()
@@ -156,7 +161,7 @@ def _unit(ctx: Context, name: str, *, verify: bool) -> Unit | None:
 
 def _admin_units(ctx: Context, kind: str) -> list[str]:
     """Units of ``kind`` the administrator installed (their file is under /etc/systemd/system)."""
-    listed = ListUnits(kind=kind).observe(ctx)
+    listed = _must(ctx, ListUnits(kind=kind))
     out = []
     for name in listed.units:
         info = _get(ctx, ShowUnit(unit=name))
@@ -168,8 +173,8 @@ def _admin_units(ctx: Context, kind: str) -> list[str]:
 def _http(ctx: Context, address: str, port: int, path: str, host: str | None) -> Answer | None:
     spec = HttpGet(address=address, port=port, path=path, host_header=host)
     try:
-        first = spec.observe(ctx)
-        second = spec.observe(ctx)
+        first = _must(ctx, spec)
+        second = _must(ctx, spec)
     except ProbeError:
         return None
     return Answer(first=first, stable=first.fingerprint() == second.fingerprint())

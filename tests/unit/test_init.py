@@ -276,3 +276,12 @@ def test_ssh_forward_of_an_ipv6_listener() -> None:
     assert forward_spec(40000, "127.0.0.1", 8088) == "127.0.0.1:40000:127.0.0.1:8088"
     assert forward_spec(40001, "::", 8088) == "127.0.0.1:40001:[::]:8088"
     assert forward_spec(40002, "::1", 5432) == "127.0.0.1:40002:[::1]:5432"
+
+
+def test_init_on_an_unreachable_host_exits_3() -> None:
+    """A host that cannot be observed is exit 3 with the reason, and nothing is printed as a profile."""
+    code, out, err = run_cli("init", "--target", "ssh://root@127.0.0.1:1")
+    assert code == 3
+    assert out == ""
+    assert "cannot observe ssh://root@127.0.0.1:1" in err
+    assert "Connection refused" in err
