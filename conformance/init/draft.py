@@ -27,6 +27,7 @@ _SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d|w)")
 _SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_BODY = 512
 UNKNOWN_HOST = "gates-unknown-host.invalid"
+EPHEMERAL = 32768  # Linux's default ip_local_port_range starts here
 
 
 def q(text: str) -> str:
@@ -173,6 +174,11 @@ class Drafter:
             + (f", user {', '.join(users)})" if users else ")")
         )
         b.notes.append(f"port {sock.port}: {who}" + (f", unit {sock.unit}" if sock.unit else ""))
+        if not sock.processes:
+            b.notes.append("its process is not visible here (another PID namespace, or not run as root)")
+        if sock.port >= EPHEMERAL:
+            b.notes.append(f"port {sock.port} is in the ephemeral range: a temporary listener or a forward? "
+                           "delete this service unless it is part of the deployment")  # fmt: skip
         b.lines += [f"name: {svc.name}", f"kind: {kind}"]
         if len(sock.addresses) > 1:
             b.off = (f"port {sock.port} is bound on {', '.join(sock.addresses)}: decide which address is intended, "
