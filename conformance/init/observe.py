@@ -34,6 +34,7 @@ T = TypeVar("T")
 POSTGRES_PORTS = (5432,)
 REDIS_PORTS = (6379,)
 WILDCARDS = ("0.0.0.0", "::")
+MAX_PORTS = 200  # each port costs a few commands on the target: a host listening on thousands is cut here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,10 +130,10 @@ def _unit_of(cgroup: str) -> str | None:
 
 
 def sockets(ctx: Context) -> list[Socket]:
-    """Every listening TCP port with its owners (one observation per port)."""
+    """Every listening TCP port (the lowest `MAX_PORTS`) with its owners (one observation per port)."""
     table = _must(ctx, ListenSockets())
     out = []
-    for port in sorted({x.port for x in table.listeners}):
+    for port in sorted({x.port for x in table.listeners})[:MAX_PORTS]:
         procs = _get(ctx, ListenerProcesses(port=port)) or ()
         cmd = _get(ctx, ReadCommandLine(pid=procs[0].pid)) if procs else None
         units = sorted({u for p in procs if (u := _unit_of(p.cgroup))})

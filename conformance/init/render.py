@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from conformance.init.draft import MAX_BODY, UNKNOWN_HOST, Block, Drafter, Service, name_of, q, seconds
-from conformance.init.observe import Inventory
+from conformance.init.observe import MAX_PORTS, Inventory
 
 _CALENDAR = re.compile(r"OnCalendar=([^;]+?)\s*;")
 
@@ -148,6 +148,10 @@ def header(inv: Inventory, name: str, gates: Sequence[str], left_out: Sequence[s
         f"name: {q(name)}",
         f"title: {q(name + ' (written by gates init)')}",
     ]
+    if len(inv.sockets) >= MAX_PORTS:
+        out.append(
+            f"# only the lowest {MAX_PORTS} listening ports were looked at: declare the others by hand"
+        )
     for line in left_out:
         out.append(f"# {line}")
     out.append(f"gates: [{', '.join(gates)}]")
