@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,44 @@ def test_init_on_an_unreachable_host_exits_3() -> None:
     assert out == ""
     assert "cannot observe ssh://root@127.0.0.1:1" in err
     assert "Connection refused" in err
+
+
+def test_draft_keeps_only_bodies_that_hold(tmp_path: Path) -> None:
+    """A body that changed or is not text is not declared; a 404 everywhere declares no health; a Redis that
+    wants a password reads it from the environment."""
+    inv = _inventory()
+    socks = (
+        Socket(port=9001, addresses=("127.0.0.1",), processes=(), argv=("a",), unit=None),
+        Socket(port=9002, addresses=("127.0.0.1",), processes=(), argv=("b",), unit=None),
+        Socket(port=9003, addresses=("127.0.0.1",), processes=(), argv=("c",), unit=None),
+        Socket(port=6379, addresses=("127.0.0.1",), processes=(), argv=("redis-server",), unit=None),
+    )
+    changing = Answer(first=_response(b"now: 1").first, stable=False)
+    binary = _response(b"\xff\xfe", "application/octet-stream")
+    missing = Answer(
+        first=HttpResponse(
+            url="http://x/", host_header=None, status=404, headers=(), body=b"", elapsed_s=0.0
+        ),
+        stable=True,
+    )
+    http = (((9001, "/health", None), changing), ((9002, "/health", None), binary), ((9003, "/health", None), missing),
+            ((9003, "/", None), missing))  # fmt: skip
+    inv = replace(
+        inv, sockets=socks, http=http, redis_auth=((6379, True),), units=(), timers=(), env_files=(), paths=()
+    )
+    d = Drafter(inv, name="bodies")
+    for sock in socks:
+        d.add_service(sock)
+    text = document(d, sections(d), ["host-inventory"])
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    profile = load_profile(str(path), environ={"GATES_REDIS_PASSWORD": "r-secret"})
+    health = {s.port: s.health for s in profile.services}
+    assert health[9001] is not None
+    assert (health[9001].status, health[9001].body) == (200, None)
+    assert health[9002] is not None
+    assert (health[9002].body, health[9002].content_type) == (None, "application/octet-stream")
+    assert health[9003] is None
+    assert profile.service("redis").password == "r-secret"
+    assert "answered a body that changed, was not text or was long" in text
+    assert "(/ answered 404): declare its health endpoint" in text
