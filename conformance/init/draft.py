@@ -130,6 +130,7 @@ class Drafter:
         self.services: list[Service] = []
         self.env_blocks: list[Block] = []
         self.env_names: dict[str, str] = {}  # path -> envFiles name
+        self.env_off: set[str] = set()  # names of env files written commented out
         self.release: tuple[str, str] | None = self._release()
 
     # --- release ---------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class Drafter:
                      "bind the service to it alone, and declare it here")  # fmt: skip
         bind = sock.addresses[0]
         b.lines += [f"bind: {q(bind)}", f"port: {sock.port}"]
-        if bind in WILDCARDS:
+        if bind in WILDCARDS and b.off is None:
             b.notes.append(f"bind: it listens on every address ({bind}); keep this only if it must be reachable "
                            "from other hosts, else bind it to 127.0.0.1 and change this")  # fmt: skip
         self._identity(svc, users)
@@ -231,13 +232,16 @@ class Drafter:
     def _env_file(self, svc: Service, unit: Unit) -> None:
         for path in unit.info.environment_files():  # as systemd expanded them (%i, ...)
             if path in self.env_names:
-                svc.env_file = svc.env_file or self.env_names[path]
+                if self.env_names[path] not in self.env_off:
+                    svc.env_file = svc.env_file or self.env_names[path]
                 continue
             if self.inv.env_text(path) is None:
                 continue
             name = self._env_name(svc.name)
             self.env_names[path] = name
-            if self._declare_env(name, path) and svc.env_file is None:
+            if not self._declare_env(name, path):
+                self.env_off.add(name)
+            elif svc.env_file is None:
                 svc.env_file = name
         if svc.env_file:
             svc.block.lines.append(f"envFile: {svc.env_file}")

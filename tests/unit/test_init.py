@@ -327,3 +327,28 @@ def test_draft_keeps_only_bodies_that_hold(tmp_path: Path) -> None:
     assert profile.service("redis").password == "r-secret"
     assert "answered a body that changed, was not text or was long" in text
     assert "(/ answered 404): declare its health endpoint" in text
+
+
+@pytest.mark.parametrize(("text", "declared"), [("A=1\n", True), ("A=1\nA=2\n", False)])
+def test_two_units_sharing_an_env_file(tmp_path: Path, text: str, declared: bool) -> None:
+    """Units naming one env file share its declaration; one that assigns a key twice is declared by neither."""
+    units, socks = [], []
+    for i, port in enumerate((8001, 8002)):
+        proc = ProcessInfo(pid=20 + i, user="app", cgroup=f"/system.slice/app{i}.service", cwd="/")
+        socks.append(Socket(port=port, addresses=("127.0.0.1",), processes=(proc,), argv=("app",),
+                            unit=f"app{i}.service"))  # fmt: skip
+        units.append(
+            _unit(
+                f"app{i}.service", {"User": "app", "EnvironmentFiles": "/etc/shared.env (ignore_errors=no)"}
+            )
+        )
+    inv = replace(_inventory(), sockets=tuple(socks), units=tuple(units), timers=(), http=(), paths=(),
+                  env_files=(("/etc/shared.env", text),))  # fmt: skip
+    d = Drafter(inv, name="shared")
+    for sock in socks:
+        d.add_service(sock)
+    path = tmp_path / "p.yaml"
+    path.write_text(document(d, sections(d), ["host-inventory"]))
+    profile = load_profile(str(path), environ={})
+    assert [s.env_file for s in profile.services] == (["app0", "app0"] if declared else [None, None])
+    assert [e.path for e in profile.env_files] == (["/etc/shared.env"] if declared else [])
