@@ -18,6 +18,7 @@ evidence to ``<evidence>/health-drill/timings.json`` (schema ``health-drill-timi
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,17 +194,23 @@ class HealthDependencyDrill:
             )
         return dict(sorted(got.items()))
 
-    def _listening(self, ctx: Context) -> dict[str, bool]:
-        result = ctx.host.run("ss -Hltn")
+    def _listeners(self, ctx: Context) -> dict[int, frozenset[str]]:
+        """Port -> the pids listening on it (empty when ``ss`` may not show them)."""
+        result = ctx.host.run("ss -Hltnp")
         if result.rc != 0:
-            raise ProbeError(f"ss -Hltn exited {result.rc}: {result.stderr.strip()[:200]}")
-        ports = set()
+            raise ProbeError(f"ss -Hltnp exited {result.rc}: {result.stderr.strip()[:200]}")
+        ports: dict[int, frozenset[str]] = {}
         for line in result.stdout.splitlines():
             fields = line.split()
             if len(fields) >= 4 and ":" in fields[3]:
                 tail = fields[3].rsplit(":", 1)[1]
                 if tail.isdigit():
-                    ports.add(int(tail))
+                    pids = frozenset(re.findall(r"pid=(\d+)", line))
+                    ports[int(tail)] = ports.get(int(tail), frozenset()) | pids
+        return ports
+
+    def _listening(self, ctx: Context) -> dict[str, bool]:
+        ports = self._listeners(ctx)
         return {name: port in ports for name, port in sorted(self.listeners)}
 
     def _state(self, ctx: Context, dep: DependencySpec) -> str:
@@ -272,7 +279,7 @@ class HealthDependencyDrill:
     def _one(self, ctx: Context, dep: DependencySpec) -> tuple[dict[str, Any], dict[str, Any]]:
         by_name = {a.name: a for a in self.answers}
         before = self._snapshot(ctx, dep)
-        record: dict[str, Any] = {"dependency": dep.name, "method": dep.method, "before": before}
+        record: dict[str, Any] = {"dependency": dep.name, "method": dep.method, "before": _shown(before)}
         not_green = {k: v for k, v in before["health"].items() if v != GREEN}
         if not_green:
             record["refused"] = f"health not green before the drill: {not_green}"
@@ -307,7 +314,7 @@ class HealthDependencyDrill:
             name: None if ms is None else round(ms) for name, (_, ms) in sorted(recovered.items())
         }
         after = self._snapshot(ctx, dep)
-        record["after"] = after
+        record["after"] = _shown(after)
         record["differences"] = differences(before, after)
         return record, times
 
@@ -339,4 +346,15 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         ]
     if before["dependency"] != after["dependency"]:
         out.append(f"dependency: {before['dependency']} -> {after['dependency']}")
+    was, now = before.get("processes", {}), after.get("processes", {})
+    out += [
+        f"processes {k}: replaced (another process listens)"
+        for k in sorted(set(was) & set(now))
+        if was[k] and now[k] and was[k] != now[k]
+    ]
     return out
+
+
+def _shown(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot as a report shows it: without pids, which differ from run to run."""
+    return {k: v for k, v in snapshot.items() if k != "processes"}
