@@ -55,7 +55,7 @@ def certify(args: list[str], out: Path, *extra: str, env: dict[str, str] | None 
             "--out", str(out), "--quiet"]  # fmt: skip
     done = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})})  # fmt: skip
-    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode in (0, 1, 3), done.stdout[-3000:] + done.stderr[-3000:]
     body = reports.verify(out / "gates" / f"{GATE}.json")
     return {
         "code": done.returncode,
@@ -104,6 +104,30 @@ def test_every_non_pass_names_upstream_evidence() -> None:
 # --- Nooterra ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def noo_state() -> Iterator[Path]:
+    state = default_state_dir(f"selftest-health-drill-nooterra-{os.getpid()}")
+    noo.down(state)
+    noo.up(state)
+    try:
+        yield state
+    finally:
+        noo.down(state)
+
+
+@pytest.fixture(scope="module")
+def noo_args(noo_state: Path) -> list[str]:
+    return _without_gates(list(read_state(noo_state)["args"]))
+
+
+@pytest.fixture(scope="module")
+def noo_healthy(noo_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("healthy")
+    seen = certify(noo_args, out, env=dict(REFERENCES["nooterra-upstream"].environment))
+    check_timings(out, {"postgres"})
+    return seen
+
+
 @pytest.mark.skipif(
     not noo_source.default_source().is_file() and os.environ.get("CI", "").lower() != "true",
     reason=f"no upstream snapshot at {noo_source.default_source()}",
@@ -111,76 +135,89 @@ def test_every_non_pass_names_upstream_evidence() -> None:
 class TestNooterra:
     """The real Nooterra: /healthz depends on PostgreSQL."""
 
-    @pytest.fixture(scope="class")
-    def state(self) -> Iterator[Path]:
-        state = default_state_dir(f"selftest-health-drill-nooterra-{os.getpid()}")
-        noo.down(state)
-        noo.up(state)
-        try:
-            yield state
-        finally:
-            noo.down(state)
-
-    @pytest.fixture(scope="class")
-    def args(self, state: Path) -> list[str]:
-        return _without_gates(list(read_state(state)["args"]))
-
-    @pytest.fixture(scope="class")
-    def healthy(self, args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-        out = tmp_path_factory.mktemp("healthy")
-        seen = certify(args, out, env=dict(REFERENCES["nooterra-upstream"].environment))
-        check_timings(out, {"postgres"})
-        return seen
-
-    def test_verdicts_equal_the_table(self, healthy: dict[str, object]) -> None:
+    def test_verdicts_equal_the_table(self, noo_healthy: dict[str, object]) -> None:
         """The drill's verdict and every status are the table's."""
         verdict, statuses = expected("nooterra-upstream")
-        assert (healthy["verdict"], healthy["statuses"]) == (verdict, statuses)
+        assert (noo_healthy["verdict"], noo_healthy["statuses"]) == (verdict, statuses)
 
     def test_same_deployment_same_hash(
-        self, args: list[str], healthy: dict[str, object], tmp_path: Path
+        self, noo_args: list[str], noo_healthy: dict[str, object], tmp_path: Path
     ) -> None:
         """Timings stay out of the report: the drill run again on the same deployment hashes the same."""
-        again = certify(args, tmp_path, env=dict(REFERENCES["nooterra-upstream"].environment))
-        assert again["artifactHash"] == healthy["artifactHash"]
+        again = certify(noo_args, tmp_path, env=dict(REFERENCES["nooterra-upstream"].environment))
+        assert again["artifactHash"] == noo_healthy["artifactHash"]
 
     @pytest.mark.parametrize("fault_id", [f.id for f in noo_faults.faults(Path("/"))])
     def test_fault_trips_exactly_its_checks(
-        self, fault_id: str, state: Path, args: list[str], healthy: dict[str, object], tmp_path: Path
+        self,
+        fault_id: str,
+        noo_state: Path,
+        noo_args: list[str],
+        noo_healthy: dict[str, object],
+        tmp_path: Path,
     ) -> None:
         """Applied in place, the fault trips exactly its declared checks; reverted, the drill sees the healthy
         deployment again."""
-        fault = {f.id: f for f in noo_faults.faults(state)}[fault_id]
+        fault = {f.id: f for f in noo_faults.faults(noo_state)}[fault_id]
         env = dict(REFERENCES["nooterra-upstream"].environment)
-        fault.apply(state)
+        fault.apply(noo_state)
         try:
-            seen = certify(args, tmp_path / "fault", *(x for s in fault.sets for x in ("--set", s)), env=env)
+            seen = certify(
+                noo_args, tmp_path / "fault", *(x for s in fault.sets for x in ("--set", s)), env=env
+            )
         finally:
-            fault.revert(state)
-        assert tripped(seen["statuses"], healthy["statuses"]) == sorted(fault.trips), seen  # type: ignore[arg-type]
-        after = certify(args, tmp_path / "after", env=env)
-        assert after["statuses"] == healthy["statuses"]
+            fault.revert(noo_state)
+        assert tripped(seen["statuses"], noo_healthy["statuses"]) == sorted(fault.trips), seen  # type: ignore[arg-type]
+        after = certify(noo_args, tmp_path / "after", env=env)
+        assert after["statuses"] == noo_healthy["statuses"]
 
-    def test_secret_never_reaches_artifacts(self, args: list[str], tmp_path: Path) -> None:
-        """A secret supplied at run time that a failing take-away command prints appears in no file the run
-        writes (the step's output is recorded, scrubbed)."""
+    def test_secret_never_reaches_artifacts(self, noo_args: list[str], tmp_path: Path) -> None:
+        """A secret supplied at run time that a failing take-away command prints (a DSN in an error, say) appears
+        in no file the run writes: the step's output is recorded, scrubbed. (The command runs in the namespace with
+        the run's environment, where it finds the secret.)"""
         canary = "canary-Hd4rq8Lw2Tz"
-        shout = f'echo "password={canary}" >&2; exit 1'
+        shout = 'echo "password=$GATES_NOOTERRA_FINANCE_TOKEN" >&2; exit 1'
         seen = certify(
-            args, tmp_path, "--set", "health_drill.method=command", "--set", f"health_drill.stop={shout}",
+            noo_args, tmp_path, "--set", "health_drill.method=command", "--set", f"health_drill.stop={shout}",
             "--set", "health_drill.start=true", env={**dict(REFERENCES["nooterra-upstream"].environment),
-                                                    "GATES_NOOTERRA_PG_PASSWORD": canary},
+                                                    "GATES_NOOTERRA_FINANCE_TOKEN": canary},
         )  # fmt: skip
         assert seen["statuses"] == {
             "health.dependency.noticed[api:postgres]": "error",
             "health.dependency.restored[postgres]": "error",
         }
+        assert seen["code"] == 3
         files = [p for p in tmp_path.rglob("*") if p.is_file()]
         assert len(files) >= 4
         assert [str(p) for p in files if canary in p.read_text(errors="replace")] == []
 
 
 # --- Oroboros ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oro_inst() -> Iterator[oro.Instance]:
+    state = default_state_dir(f"selftest-health-drill-oroboros-{os.getpid()}")
+    oro.down(state)
+    oro.up(state)
+    try:
+        yield oro.Instance(state)
+    finally:
+        oro.down(state)
+        assert not oro_netns.exists(oro.Instance(state).netns)
+
+
+@pytest.fixture(scope="module")
+def oro_args(oro_inst: oro.Instance) -> list[str]:
+    return _without_gates(list(read_state(oro_inst.state)["args"]))
+
+
+@pytest.fixture(scope="module")
+def oro_healthy(oro_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("healthy")
+    seen = certify(oro_args, out)
+    check_timings(out, {"postgres", "api"})
+    return seen
 
 
 @pytest.mark.skipif(
@@ -190,46 +227,24 @@ class TestNooterra:
 class TestOroboros:
     """The real Oroboros: api and worker health are vacuous for PostgreSQL; the proxy route notices the api."""
 
-    @pytest.fixture(scope="class")
-    def inst(self) -> Iterator[oro.Instance]:
-        state = default_state_dir(f"selftest-health-drill-oroboros-{os.getpid()}")
-        oro.down(state)
-        oro.up(state)
-        try:
-            yield oro.Instance(state)
-        finally:
-            oro.down(state)
-            assert not oro_netns.exists(oro.Instance(state).netns)
-
-    @pytest.fixture(scope="class")
-    def args(self, inst: oro.Instance) -> list[str]:
-        return _without_gates(list(read_state(inst.state)["args"]))
-
-    @pytest.fixture(scope="class")
-    def healthy(self, args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-        out = tmp_path_factory.mktemp("healthy")
-        seen = certify(args, out)
-        check_timings(out, {"postgres", "api"})
-        return seen
-
-    def test_verdicts_equal_the_table(self, healthy: dict[str, object]) -> None:
+    def test_verdicts_equal_the_table(self, oro_healthy: dict[str, object]) -> None:
         """The drill's verdict and every status are the table's (the vacuous answers with their file:line)."""
         verdict, statuses = expected("oroboros-upstream")
-        assert (healthy["verdict"], healthy["statuses"]) == (verdict, statuses)
-        assert healthy["code"] == 1
+        assert (oro_healthy["verdict"], oro_healthy["statuses"]) == (verdict, statuses)
+        assert oro_healthy["code"] == 1
 
     @pytest.mark.parametrize("fault", oro_faults.FAULTS, ids=lambda f: f.id)
     def test_fault_trips_exactly_its_checks(
-        self, fault: oro_faults.HealthFault, inst: oro.Instance, args: list[str], healthy: dict[str, object],
+        self, fault: oro_faults.HealthFault, oro_inst: oro.Instance, oro_args: list[str], oro_healthy: dict[str, object],
         tmp_path: Path,
     ) -> None:  # fmt: skip
         """Applied in place, the fault trips exactly its declared checks; reverted, the drill sees the healthy
         deployment again."""
-        fault.apply(inst)
+        fault.apply(oro_inst)
         try:
-            seen = certify(args, tmp_path / "fault")
+            seen = certify(oro_args, tmp_path / "fault")
         finally:
-            fault.revert(inst)
-        assert tripped(seen["statuses"], healthy["statuses"]) == sorted(fault.trips), seen  # type: ignore[arg-type]
-        after = certify(args, tmp_path / "after")
-        assert after["statuses"] == healthy["statuses"]
+            fault.revert(oro_inst)
+        assert tripped(seen["statuses"], oro_healthy["statuses"]) == sorted(fault.trips), seen  # type: ignore[arg-type]
+        after = certify(oro_args, tmp_path / "after")
+        assert after["statuses"] == oro_healthy["statuses"]
