@@ -315,7 +315,9 @@ class HealthDependencyDrill:
         }
         after = self._snapshot(ctx, dep)
         record["after"] = _shown(after)
-        record["differences"] = differences(before, after)
+        record["differences"] = differences(
+            before, after, replaced_ok=dep.name if dep.method != "freeze" else ""
+        )
         return record, times
 
     def _write_timings(self, ctx: Context, record: HealthDrillRecord) -> None:
@@ -334,8 +336,9 @@ class HealthDependencyDrill:
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """What differs between two snapshots, one line each, sorted."""
+def differences(before: dict[str, Any], after: dict[str, Any], *, replaced_ok: str = "") -> list[str]:
+    """What differs between two snapshots, one line each. ``replaced_ok``: a service whose process may be another
+    one afterwards (the dependency itself, when it was stopped and started rather than frozen)."""
     out = []
     for part in ("health", "listening"):
         keys = sorted(set(before[part]) | set(after[part]))
@@ -350,7 +353,7 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     out += [
         f"processes {k}: replaced (another process listens)"
         for k in sorted(set(was) & set(now))
-        if was[k] and now[k] and was[k] != now[k]
+        if was[k] and now[k] and was[k] != now[k] and k != replaced_ok
     ]
     return out
 

@@ -233,6 +233,10 @@ class TestOroboros:
         assert (oro_healthy["verdict"], oro_healthy["statuses"]) == (verdict, statuses)
         assert oro_healthy["code"] == 1
 
+    def test_faults_are_in_the_reference_catalogue(self) -> None:
+        """`gates faults oroboros-upstream` lists the drill's faults (they trip checks no other fault does)."""
+        assert set(oro_faults.FAULTS) <= set(REFERENCES["oroboros-upstream"].faults)
+
     @pytest.mark.parametrize("fault", oro_faults.FAULTS, ids=lambda f: f.id)
     def test_fault_trips_exactly_its_checks(
         self, fault: oro_faults.HealthFault, oro_inst: oro.Instance, oro_args: list[str], oro_healthy: dict[str, object],
@@ -242,7 +246,7 @@ class TestOroboros:
         deployment again."""
         fault.apply(oro_inst)
         try:
-            seen = certify(oro_args, tmp_path / "fault")
+            seen = certify(oro_args, tmp_path / "fault", *(x for s in fault.sets for x in ("--set", s)))
         finally:
             fault.revert(oro_inst)
         assert tripped(seen["statuses"], oro_healthy["statuses"]) == sorted(fault.trips), seen  # type: ignore[arg-type]
