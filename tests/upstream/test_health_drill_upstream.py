@@ -21,12 +21,12 @@ import pytest
 import yaml
 
 from conformance import _schemas
+from fixtures import netns as oro_netns
 from fixtures.nooterra_upstream import deployment as noo
 from fixtures.nooterra_upstream import health_faults as noo_faults
 from fixtures.nooterra_upstream import source as noo_source
 from fixtures.oroboros_upstream import deployment as oro
 from fixtures.oroboros_upstream import health_faults as oro_faults
-from fixtures.oroboros_upstream import netns as oro_netns
 from fixtures.oroboros_upstream import release as oro_release
 from fixtures.registry import REFERENCES
 from fixtures.state import default_state_dir, read_state
