@@ -223,10 +223,15 @@ class HealthDependencyDrill:
         return "listening" if self._listening(ctx).get(dep.name) else "not listening"
 
     def _snapshot(self, ctx: Context, dep: DependencySpec) -> dict[str, Any]:
+        """What the deployment looks like. ``processes`` (the pids behind each declared port) only tells whether a
+        process was replaced: it is compared, never reported."""
+        health = self._answers(ctx)
+        ports = self._listeners(ctx)
         return {
-            "health": self._answers(ctx),
-            "listening": self._listening(ctx),
+            "health": health,
+            "listening": {name: port in ports for name, port in sorted(self.listeners)},
             "dependency": self._state(ctx, dep),
+            "processes": {name: sorted(ports.get(port, ())) for name, port in sorted(self.listeners)},
         }
 
     # --- taking away and putting back ---------------------------------------------------------------

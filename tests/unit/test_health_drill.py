@@ -240,6 +240,9 @@ def deployment(tmp_path: Path) -> Iterator[dict[str, int]]:
             subprocess.run(["kill", "-CONT", str(p.pid)], check=False)
             p.kill()
             p.wait()
+        for port in ports.values():  # whatever a put-back step started in their place
+            if _pids(port):
+                subprocess.run(["kill", "-KILL", *_pids(port)], check=False)
 
 
 def _drill(ports: dict[str, int], method: str, *, stop: str = "", start: str = "") -> HealthDependencyDrill:
@@ -311,6 +314,31 @@ class TestDrill:
             "listening dep: True -> False",
             "dependency: listening -> not listening",
         ]
+
+    def test_a_restarted_dependency_is_as_found_a_restarted_dependent_is_not(
+        self, deployment: dict[str, int], tmp_path: Path
+    ) -> None:
+        """Stopped and started, the dependency is another process afterwards, as it must be; a dependent that
+        the put-back step restarted too is reported replaced, though it answers green again."""
+        dep, vac = deployment["dep"], deployment["vacuous"]
+        kill = "kill $(ss -Hltnp 'sport = :{0}' | grep -o 'pid=[0-9]*' | cut -d= -f2)"
+        serve = f"setsid {sys.executable} -m http.server {dep} --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"
+        wait = "(for i in $(seq 100); do ss -Hltn 'sport = :{0}' | grep -q . && exit 0; sleep 0.1; done; exit 1)"
+        start = f"{serve} {wait.format(dep)}"
+        rec = _drill(deployment, "command", stop=kill.format(dep), start=start).observe(_ctx(tmp_path))
+        assert rec.dependency("dep")["putBack"]["exitCode"] == 0
+        assert rec.dependency("dep")["differences"] == []
+        script = tmp_path / "dependent.py"
+        closed = f"while ss -Hltn 'sport = :{vac}' | grep -q .; do sleep 0.1; done"
+        again = f"{kill.format(vac)}; {closed}; setsid {sys.executable} {script} {vac} - >/dev/null 2>&1 </dev/null &"
+        again += f" {wait.format(vac)}"
+        rec = _drill(deployment, "command", stop=kill.format(dep), start=f"{start} && {again}").observe(
+            _ctx(tmp_path)
+        )
+        assert rec.dependency("dep")["differences"] == [
+            "processes vacuous: replaced (another process listens)"
+        ]
+        assert set(rec.dependency("dep")["greenAgain"].values()) == {GREEN}
 
     def test_nothing_is_taken_away_from_a_deployment_that_is_not_green(
         self, deployment: dict[str, int], tmp_path: Path
