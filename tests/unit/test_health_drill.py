@@ -323,7 +323,9 @@ class TestDrill:
         dep, vac = deployment["dep"], deployment["vacuous"]
         kill = "kill $(ss -Hltnp 'sport = :{0}' | grep -o 'pid=[0-9]*' | cut -d= -f2)"
         serve = f"setsid {sys.executable} -m http.server {dep} --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &"
-        wait = "(for i in $(seq 100); do ss -Hltn 'sport = :{0}' | grep -q . && exit 0; sleep 0.1; done; exit 1)"
+        wait = (
+            "(for i in $(seq 100); do ss -Hltn 'sport = :{0}' | grep -q . && exit 0; sleep 0.1; done; exit 1)"
+        )
         start = f"{serve} {wait.format(dep)}"
         rec = _drill(deployment, "command", stop=kill.format(dep), start=start).observe(_ctx(tmp_path))
         assert rec.dependency("dep")["putBack"]["exitCode"] == 0
