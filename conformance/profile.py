@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import _schemas, origins
+from conformance import _schemas, healthdeps, origins
 from conformance.errors import ConfigError
+from conformance.healthdeps import HealthDrill
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
 JsonScalar = str | int | float | bool | None
@@ -372,6 +373,7 @@ class Profile:
     nooterra: NooterraApi | None = None
     upgrade_drill: UpgradeDrill | None = None
     paid_calls: tuple[PaidCall, ...] = ()
+    health_drill: HealthDrill | None = None
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -815,6 +817,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
+        health_drill=healthdeps.parse(r, data.get("healthDrill"), services, routes),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
