@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from conformance import _schemas, origins
 from conformance.errors import ConfigError
+from conformance.loops import Loop, parse_loops
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
 JsonScalar = str | int | float | bool | None
@@ -372,6 +373,7 @@ class Profile:
     nooterra: NooterraApi | None = None
     upgrade_drill: UpgradeDrill | None = None
     paid_calls: tuple[PaidCall, ...] = ()
+    loops: tuple[Loop, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -815,6 +817,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
+        loops=parse_loops(r, data.get("loops") or [], {s.name: s.kind for s in services}),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
