@@ -65,7 +65,7 @@ def test_loop_recent_success(target: Loop, obs: ProgressSample) -> None:
     ok = age is not None and age <= target.max_age_s
     expect(ok,
            f"loop {target.name}: last successful cycle "
-           f"{'never recorded' if age is None else f'{age:.0f}s ago'} (bound {target.max_age_s}s) in {obs.source}",
+           f"{'none recorded (since its last start)' if age is None else f'{age:.0f}s ago'} (bound {target.max_age_s}s) in {obs.source}",
            reason="loop_no_success" if age is None else "loop_stalled",
            observed=_seen(obs, ok, {"lastSuccessAgeSeconds": f"<= {target.max_age_s}"}),
            expected={"lastSuccessAgeSeconds": f"<= {target.max_age_s}"})  # fmt: skip
