@@ -65,7 +65,8 @@ class TestLogSummary:
         """A line whose time is missing, naive or ahead of the target's clock is not a cycle."""
         naive = json.dumps({"ts": "2026-01-01T11:59:00", "event": "tick"})
         got = summarize([naive, json.dumps({"event": "tick"}), line(-60, "tick")], SIGNAL, NOW, 300, "log")
-        assert got.last_success_age_s is None and got.successes == 0
+        assert got.last_success_age_s is None
+        assert got.successes == 0
 
 
 class TestLoopDeclaration:
@@ -77,7 +78,8 @@ class TestLoopDeclaration:
                      "public.job_runs, timeColumn: finished_at, successWhen: \"status = 'ok'\"}\n")  # fmt: skip
         loop = load_profile(str(path)).loops[0]
         assert (loop.signal, loop.window_s, loop.max_failures) == ("sql", 60, 0)
-        assert loop.sql is not None and loop.sql.where == "true"
+        assert loop.sql is not None
+        assert loop.sql.where == "true"
 
     def test_sql_service_must_be_postgres(self, tmp_path: Path) -> None:
         """A table signal on a service that is not PostgreSQL is a configuration error naming the place."""
@@ -111,7 +113,9 @@ class TestLoopDeclaration:
         rows = LoopRows(address="127.0.0.1", port=5432, dbname="d", user="u", table="public.ops_audit",
                         time_column="at", where="true", success_when="ok", window_s=90)  # fmt: skip
         text = rows.query().as_string(None)
-        assert '"public"."ops_audit"' in text and '"at" AS t' in text and "secs => 90" in text
+        assert '"public"."ops_audit"' in text
+        assert '"at" AS t' in text
+        assert "secs => 90" in text
 
 
 class TestProcessEnvRules:
