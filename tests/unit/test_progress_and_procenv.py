@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import testinfra
 
-from conformance.errors import ConfigError
+from conformance.errors import ConfigError, ProbeError
 from conformance.loops import LogSignal
-from conformance.probes.progress import LoopRows, summarize
-from conformance.profile import load_profile
+from conformance.probes.base import Context
+from conformance.probes.procenv import ListenerEnvDigest
+from conformance.probes.progress import LoopLog, LoopRows, summarize
+from conformance.profile import ProbeSettings, load_profile
 from conformance.suite import test_process_env as procenv
 
 HEADER = "schemaVersion: gates.profile/v1\nname: sample\n"
@@ -137,3 +148,77 @@ class TestProcessEnvRules:
         assert owners[("127.0.0.1", 5432, "builder_control")] == "api"
         assert owners[("127.0.0.1", 5432, "app_preview_1")] == "api-preview-1"
         assert [s.name for s in procenv.with_database(profile)] == ["api", "worker"]
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A real process listening on a free loopback port, started with a known environment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": os.environ["PATH"], "PLAIN": "v1", "SERVICE_TOKEN": "tok-Zq7xK2pW9m-secret",
+           "DATABASE_URL": "postgresql://app:pw-Zq7xK2pW9m@127.0.0.1:5432/app"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as c:
+                if c.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="reading another process's listener table and environ needs root"
+)
+class TestListenerEnvDigest:
+    """The probe on a real listener: what leaves the host."""
+
+    def test_modes_and_absent_keys(self, listener: int) -> None:
+        """Plain values come back, URLs without their password, secrets as sha256 only; missing keys are named."""
+        keys = (
+            ("PLAIN", "value"),
+            ("DATABASE_URL", "url"),
+            ("SERVICE_TOKEN", "digest"),
+            ("NOT_SET", "value"),
+        )
+        ctx = Context(settings=ProbeSettings(), host=testinfra.get_host("local://"))
+        got = ListenerEnvDigest(port=listener, keys=keys).observe(ctx)  # type: ignore[arg-type]
+        plain, url, token = (got.entry(k) for k in ("PLAIN", "DATABASE_URL", "SERVICE_TOKEN"))
+        assert plain is not None
+        assert plain.shown == "v1"
+        assert url is not None
+        assert url.shown == "postgresql://app@127.0.0.1:5432/app"
+        assert url.sha256 == hashlib.sha256(b"postgresql://app:pw-Zq7xK2pW9m@127.0.0.1:5432/app").hexdigest()
+        assert token is not None
+        assert token.shown is None
+        assert token.sha256 == hashlib.sha256(b"tok-Zq7xK2pW9m-secret").hexdigest()
+        assert got.absent == ("NOT_SET",)
+        assert "Zq7xK2pW9m" not in repr(got)
+
+
+class TestLoopLogProbe:
+    """The log probe runs the declared command on the target and reads the target's clock."""
+
+    def test_counts_what_the_command_prints(self, tmp_path: Path) -> None:
+        """Lines printed by the command are summarized against the host's own time."""
+        now = datetime.now(tz=UTC)
+        log = tmp_path / "worker.log"
+        log.write_text(
+            "\n".join(json.dumps({"ts": now.isoformat(), "event": e}) for e in ("started", "tick")) + "\n"
+        )
+        ctx = Context(settings=ProbeSettings(), host=testinfra.get_host("local://"))
+        got = LoopLog(signal=replace(SIGNAL, command=f"cat {log}"), window_s=300).observe(ctx)
+        assert got.successes == 1
+        assert got.last_success_age_s is not None
+        assert got.last_success_age_s < 300
+
+    def test_a_failing_command_is_an_error(self) -> None:
+        """A log command that fails cannot observe: the checks are errors, not passes."""
+        ctx = Context(settings=ProbeSettings(), host=testinfra.get_host("local://"))
+        with pytest.raises(ProbeError, match="exit 3"):
+            LoopLog(signal=replace(SIGNAL, command="exit 3"), window_s=300).observe(ctx)
