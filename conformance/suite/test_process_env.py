@@ -7,6 +7,7 @@ SSH too). Secret keys are digested on the target and compared by digest; URLs lo
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import urlsplit
 
 from conformance.checks import check, expect
@@ -15,10 +16,9 @@ from conformance.errors import Undetermined
 from conformance.probes.files import FileContent, ReadFile
 from conformance.probes.procenv import ListenerEnvDigest, Mode, RunningEnvironment
 from conformance.profile import EnvFile, Profile, Service
-from conformance.redact import MASK, Redactor, is_secret_key
+from conformance.redact import MASK, is_secret_key
 
 _SCHEMES = ("postgres", "postgresql", "redis", "rediss")
-_URL = Redactor()
 
 
 def _env_file(profile: Profile, svc: Service) -> EnvFile:
@@ -55,11 +55,14 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")  # as the target strips it (procenv)
+
+
 def _shown(env: EnvFile, key: str, value: str | None) -> str | None:
     if value is None:
         return None
     mode = key_mode(env, key)
-    return MASK if mode == "digest" else _URL.text(value) if mode == "url" else value
+    return MASK if mode == "digest" else _PASSWORD.sub(r"\1@", value) if mode == "url" else value
 
 
 @check(

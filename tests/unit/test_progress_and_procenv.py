@@ -141,6 +141,13 @@ class TestProcessEnvRules:
         assert procenv.key_mode(env, "NODE_ENV") == "value"
         assert "PROXY_RATE_LIMIT_RPM" in procenv.named_keys(env)
 
+    def test_file_side_is_shown_as_the_target_shows_the_process_side(self) -> None:
+        """A URL from the env file loses its password exactly as the probe strips it; a secret is masked whole."""
+        env = next(e for e in load_profile("nooterra").env_files if e.name == "api")
+        shown = procenv._shown(env, "DATABASE_URL", "postgresql://proxy:pw-Zq7xK2pW9m@127.0.0.1:5432/proxy")
+        assert shown == "postgresql://proxy@127.0.0.1:5432/proxy"
+        assert procenv._shown(env, "PROXY_OPS_TOKENS", "tok:ops_read") == "<redacted>"
+
     def test_database_owners(self) -> None:
         """The api owns the control-plane database; each slot database belongs to the slot's api."""
         profile = load_profile("oroboros")
