@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from conformance import _schemas, healthdeps, origins
 from conformance.errors import ConfigError
 from conformance.healthdeps import HealthDrill
+from conformance.loops import Loop, parse_loops
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
 JsonScalar = str | int | float | bool | None
@@ -374,6 +375,7 @@ class Profile:
     upgrade_drill: UpgradeDrill | None = None
     paid_calls: tuple[PaidCall, ...] = ()
     health_drill: HealthDrill | None = None
+    loops: tuple[Loop, ...] = ()
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -818,6 +820,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
         health_drill=healthdeps.parse(r, data.get("healthDrill"), services, routes),
+        loops=parse_loops(r, data.get("loops") or [], {s.name: s.kind for s in services}),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,

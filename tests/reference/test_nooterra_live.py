@@ -122,7 +122,7 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch
     readiness = reports.verify(runs["drills"] / "gates" / "production-readiness.json")
     assert [c["gate"] for c in readiness["components"]] == [
         "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration",
-        "paid-call-e2e", "receipt-verification",
+        "paid-call-e2e", "receipt-verification", "running-state",
     ]  # fmt: skip
     for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 12)):
         paid = reports.verify(runs["drills"] / "gates" / f"{gate}.json")
