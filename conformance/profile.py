@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import _schemas, origins
+from conformance import _schemas, function, origins
 from conformance.errors import ConfigError
+from conformance.function import ApiRequest, SchemaHead
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
 JsonScalar = str | int | float | bool | None
@@ -372,6 +373,8 @@ class Profile:
     nooterra: NooterraApi | None = None
     upgrade_drill: UpgradeDrill | None = None
     paid_calls: tuple[PaidCall, ...] = ()
+    schema_heads: tuple[SchemaHead, ...] = ()  # conformance.function: migrations at the release's head
+    requests: tuple[ApiRequest, ...] = ()  # conformance.function: read-only functional requests per API
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -815,6 +818,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
+        schema_heads=function.schema_heads(r, data.get("schemaHeads") or [], services),
+        requests=function.api_requests(r, data.get("requests") or [], services),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,
