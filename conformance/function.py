@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -56,6 +56,8 @@ class ApiRequest:
     status: int
     body_schema: str  # a JSON Schema (draft 2020-12) the JSON body must satisfy, as canonical JSON text
     routed: bool = True  # also sent through every proxy route whose upstream is the service
+    # Request headers (e.g. an ops token); kept out of reprs, since they may carry secrets.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def schema(self) -> dict[str, Any]:
         """The body's JSON Schema."""
@@ -125,7 +127,8 @@ def schema_heads(
 def api_requests(
     r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]
 ) -> tuple[ApiRequest, ...]:
-    """Parse ``requests``: each names an http service, a path and a valid JSON Schema."""
+    """Parse ``requests``: each names an http service, a path and a valid JSON Schema. A request with a header
+    whose value resolves empty (a token the run was not given) declares nothing."""
     by_name = {s.name: s for s in services}
     out: list[ApiRequest] = []
     for i, raw in enumerate(raws):
@@ -136,6 +139,11 @@ def api_requests(
         path = r.text(raw["path"], (*p, "path"))
         if not path.startswith("/"):
             raise r.fail((*p, "path"), f"the request path must start with '/', got {path!r}")
+        headers = tuple(
+            (str(k), r.text(v, (*p, "headers", k))) for k, v in (raw.get("headers") or {}).items()
+        )
+        if any(not v for _, v in headers):
+            continue
         body_schema = raw["bodySchema"]
         try:
             jsonschema.Draft202012Validator.check_schema(body_schema)
@@ -150,6 +158,7 @@ def api_requests(
                 status=r.integer(raw.get("status", 200), (*p, "status"), low=100, high=599),
                 body_schema=json.dumps(body_schema, sort_keys=True, separators=(",", ":")),
                 routed=bool(raw.get("routed", True)),
+                headers=headers,
             )
         )
     _unique_names([q.name for q in out], "requests", "name", r)

@@ -120,21 +120,28 @@ def test_schema_at_head(target: SchemaHead, obs: HeadObservation) -> None:
         )
     missing = sorted(set(obs.expected) - set(obs.applied))
     extra = sorted(set(obs.applied) - set(obs.expected))
+    detail = "; ".join(
+        part
+        for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"not a head of the release {', '.join(extra)}" if extra else "",
+        )
+        if part
+    )
     expect(
         not missing and not extra,
-        f"{target.service}'s database {where} is not at the release's head: "
-        + "; ".join(
-            part
-            for part in (
-                f"missing {', '.join(missing)}" if missing else "",
-                f"applied but unknown to the release {', '.join(extra)}" if extra else "",
-            )
-            if part
-        ),
-        reason="schema_behind_head" if missing and not extra else "schema_off_head",
-        observed={"applied": list(obs.applied), "missing": missing, "unknown": extra},
+        f"{target.service}'s database {where} is not at the running release's head ({detail}): it records "
+        f"{_some(obs.applied)}, the release expects {_some(obs.expected)}",
+        reason="schema_behind_head" if missing and not extra else "schema_not_at_head",
+        observed={"applied": list(obs.applied), "missing": missing, "unexpected": extra},
         expected={"applied": list(obs.expected)},
     )
+
+
+def _some(items: tuple[str, ...]) -> str:
+    if not items:
+        return "no migration"
+    return ", ".join(items) if len(items) <= 3 else f"{len(items)} migrations ({items[0]} ... {items[-1]})"
 
 
 # --- functional requests ------------------------------------------------------------------------------------
@@ -175,7 +182,7 @@ def routed_requests(profile: Profile) -> list[RoutedRequest]:
 
 def direct_request(profile: Profile, q: ApiRequest) -> HttpGet:
     """The request sent to the API as its clients reach it."""
-    return service_request(profile.service(q.service), q.path, method=q.method)
+    return service_request(profile.service(q.service), q.path, method=q.method, headers=q.headers)
 
 
 def proxied_request(_: Profile, rq: RoutedRequest) -> HttpGet:
