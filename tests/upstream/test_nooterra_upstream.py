@@ -45,6 +45,7 @@ REPORTS = {
     "paid-call-e2e.json": "paid-call-e2e",
     "receipt-verification.json": "receipt-verification",
     "hosted-baseline-evidence.json": "hosted-baseline",
+    "runtime-function.json": "runtime-function",
     "production-readiness.json": "production-readiness",
 }
 UPSTREAM_GATES = (
