@@ -189,7 +189,12 @@ def proxied_request(_: Profile, rq: RoutedRequest) -> HttpGet:
     """The request sent to the proxy with the route's Host."""
     q = rq.request
     return HttpGet(
-        address=rq.proxy.bind, port=rq.proxy.port, path=q.path, method=q.method, host_header=rq.route.host
+        address=rq.proxy.bind,
+        port=rq.proxy.port,
+        path=q.path,
+        method=q.method,
+        host_header=rq.route.host,
+        headers=q.headers,
     )
 
 
