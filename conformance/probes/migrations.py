@@ -100,7 +100,9 @@ class MigrationsTable:
         except psycopg.Error as exc:
             if watchdog is not None and watchdog.fired:
                 raise ProbeTimeout(f"{where}: no answer within {ctx.settings.deadline_s:g}s") from exc
-            message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            message = (
+                " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+            )
             raise ProbeUnreachable(
                 f"{where}: {message.replace(self.password or chr(0), '<redacted>')}"
             ) from exc
