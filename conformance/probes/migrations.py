@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from conformance.errors import ProbeError, ProbeTimeout, ProbeUnreachable
+from conformance.errors import ProbeError, ProbeTimeout, ProbeUnreachable, Undetermined
 from conformance.function import head_lines
 from conformance.probes.base import Context
 from conformance.probes.datastores import _conninfo, _Watchdog
@@ -111,3 +111,45 @@ class MigrationsTable:
 def heads_of(out: CommandOutput) -> tuple[str, ...]:
     """The heads a command printed (each line's first word)."""
     return head_lines(out.output)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeadObservation:
+    """What the database records as applied, and what the release says it expects."""
+
+    table: str | None  # the migrations table read (None: a command printed them)
+    table_found: bool
+    applied: tuple[str, ...]
+    expected: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeadProbe:
+    """Read both sides of one schema head: the applied migrations and the release's expected heads."""
+
+    applied: MigrationsTable | TargetCommand
+    expected: TargetCommand
+
+    def observe(self, ctx: Context) -> HeadObservation:
+        """Both reads; a command that fails cannot say what the release expects, so it is no observation."""
+        want = command_heads(self.expected.observe(ctx), "the release's heads")
+        if isinstance(self.applied, TargetCommand):
+            return HeadObservation(
+                table=None,
+                table_found=True,
+                applied=command_heads(self.applied.observe(ctx), "the applied migrations", may_be_empty=True),
+                expected=want,
+            )
+        got: AppliedMigrations = self.applied.observe(ctx)
+        return HeadObservation(
+            table=self.applied.qualified, table_found=got.table_found, applied=got.applied, expected=want
+        )
+
+
+def command_heads(out: CommandOutput, what: str, *, may_be_empty: bool = False) -> tuple[str, ...]:
+    """The heads a command printed; a command that failed (or printed no head where one must be) is no
+    observation."""
+    heads = heads_of(out)
+    if out.rc != 0 or not (heads or may_be_empty):
+        raise Undetermined(f"{out.command!r} exited {out.rc} without printing {what}: {out.output[-300:]!r}")
+    return heads

@@ -14,58 +14,10 @@ from typing import Any
 import jsonschema
 
 from conformance.checks import check, expect
-from conformance.errors import Undetermined
 from conformance.function import ApiRequest, SchemaHead
-from conformance.probes.base import Context
 from conformance.probes.http import HttpGet, HttpResponse, service_request
-from conformance.probes.migrations import (
-    AppliedMigrations,
-    CommandOutput,
-    MigrationsTable,
-    TargetCommand,
-    heads_of,
-)
+from conformance.probes.migrations import HeadObservation, HeadProbe, MigrationsTable, TargetCommand
 from conformance.profile import Profile, Route, Service
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeadObservation:
-    """What the database records as applied, and what the release says it expects."""
-
-    table: str | None  # the migrations table read (None: a command printed them)
-    table_found: bool
-    applied: tuple[str, ...]
-    expected: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeadProbe:
-    """Read both sides of one schema head: the applied migrations and the release's expected heads."""
-
-    applied: MigrationsTable | TargetCommand
-    expected: TargetCommand
-
-    def observe(self, ctx: Context) -> HeadObservation:
-        """Both reads; a command that fails cannot say what the release expects, so it is no observation."""
-        want = _command_heads(self.expected.observe(ctx), "the release's heads")
-        if isinstance(self.applied, TargetCommand):
-            return HeadObservation(
-                table=None,
-                table_found=True,
-                applied=_command_heads(self.applied.observe(ctx), "the applied migrations"),
-                expected=want,
-            )
-        got: AppliedMigrations = self.applied.observe(ctx)
-        return HeadObservation(
-            table=self.applied.qualified, table_found=got.table_found, applied=got.applied, expected=want
-        )
-
-
-def _command_heads(out: CommandOutput, what: str) -> tuple[str, ...]:
-    heads = heads_of(out)
-    if out.rc != 0 or not heads:
-        raise Undetermined(f"{out.command!r} exited {out.rc} without printing {what}: {out.output[-300:]!r}")
-    return heads
 
 
 def schema_heads(profile: Profile) -> list[SchemaHead]:

@@ -10,10 +10,10 @@ import testinfra
 
 from conformance.checks import CheckFailed
 from conformance.errors import ConfigError, Undetermined
-from conformance.function import head_lines
+from conformance.function import SchemaHead, head_lines
 from conformance.probes.base import Context
 from conformance.probes.http import HttpResponse
-from conformance.probes.migrations import MigrationsTable, TargetCommand
+from conformance.probes.migrations import HeadObservation, MigrationsTable, TargetCommand
 from conformance.profile import ProbeSettings, load_profile
 from conformance.suite import test_function as checks
 
@@ -185,8 +185,8 @@ def test_migrations_table_unreachable_is_an_error() -> None:
         spec.observe(_ctx())
 
 
-def _head(table_found: bool, applied: tuple[str, ...], expected: tuple[str, ...]) -> checks.HeadObservation:
-    return checks.HeadObservation(
+def _head(table_found: bool, applied: tuple[str, ...], expected: tuple[str, ...]) -> HeadObservation:
+    return HeadObservation(
         table="alembic_version", table_found=table_found, applied=applied, expected=expected
     )
 
@@ -195,11 +195,11 @@ class TestSchemaAtHead:
     """``db.schema.at_head``: the applied set equals the release's heads."""
 
     @pytest.fixture
-    def target(self, tmp_path: Path) -> checks.SchemaHead:
+    def target(self, tmp_path: Path) -> SchemaHead:
         """The schema head of the sample profile."""
         return load_profile(write(tmp_path, HEADER + HEAD)).schema_heads[0]
 
-    def test_at_head_passes(self, target: checks.SchemaHead) -> None:
+    def test_at_head_passes(self, target: SchemaHead) -> None:
         """Equal sets pass."""
         checks.test_schema_at_head(target, _head(True, ("0003",), ("0003",)))
 
@@ -214,9 +214,7 @@ class TestSchemaAtHead:
         ],
         ids=["no-table", "empty", "row-missing", "downgraded", "ahead"],
     )
-    def test_off_head_fails(
-        self, target: checks.SchemaHead, obs: checks.HeadObservation, reason: str
-    ) -> None:
+    def test_off_head_fails(self, target: SchemaHead, obs: HeadObservation, reason: str) -> None:
         """A missing table, a missing migration, or one the release does not know is a failure."""
         with pytest.raises(CheckFailed) as info:
             checks.test_schema_at_head(target, obs)
@@ -224,12 +222,14 @@ class TestSchemaAtHead:
 
     def test_a_failing_heads_command_is_undetermined(self) -> None:
         """A heads command that fails or prints nothing says nothing about the release: no observation."""
-        from conformance.probes.migrations import CommandOutput
+        from conformance.probes.migrations import CommandOutput, command_heads
 
         with pytest.raises(Undetermined):
-            checks._command_heads(CommandOutput(command="alembic heads", rc=1, output="boom"), "heads")
+            command_heads(CommandOutput(command="alembic heads", rc=1, output="boom"), "heads")
         with pytest.raises(Undetermined):
-            checks._command_heads(CommandOutput(command="alembic heads", rc=0, output=""), "heads")
+            command_heads(CommandOutput(command="alembic heads", rc=0, output=""), "heads")
+        empty = CommandOutput(command="alembic current", rc=0, output="")
+        assert command_heads(empty, "the applied migrations", may_be_empty=True) == ()
 
 
 def _response(status: int, body: object | bytes) -> HttpResponse:
