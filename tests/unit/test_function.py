@@ -13,7 +13,7 @@ from conformance.errors import ConfigError, Undetermined
 from conformance.function import SchemaHead, head_lines
 from conformance.probes.base import Context
 from conformance.probes.http import HttpResponse
-from conformance.probes.migrations import HeadObservation, MigrationsTable, TargetCommand
+from conformance.probes.migrations import HeadObservation, HeadProbe, MigrationsTable, TargetCommand
 from conformance.profile import ProbeSettings, load_profile
 from conformance.suite import test_function as checks
 
@@ -113,6 +113,11 @@ class TestProfile:
         text = HEADER + REQUEST.replace("{type: array,", "{type: 12,")
         assert "not a valid JSON Schema" in str(load_error(write(tmp_path, text)))
 
+    def test_request_must_be_a_get(self, tmp_path: Path) -> None:
+        """A method other than GET (a write, or an answer without a body) is refused by the profile schema."""
+        text = HEADER + REQUEST.replace("path: /api/items", "path: /api/items\n    method: POST")
+        assert "method" in str(load_error(write(tmp_path, text)))
+
     def test_request_to_a_non_http_service_is_refused(self, tmp_path: Path) -> None:
         """Only an http service answers a request."""
         error = load_error(write(tmp_path, HEADER + REQUEST.replace("service: api", "service: db")))
@@ -174,6 +179,16 @@ class TestTargetCommand:
         """The command is handed to ``sh -c`` as one argument."""
         out = TargetCommand(command="cd / && printf '%s\\n' \"$PWD\" 'x y'", timeout_s=30).observe(_ctx())
         assert out.output.splitlines() == ["/", "x y"]
+
+
+def test_head_probe_from_commands() -> None:
+    """Both sides read by commands: the applied migrations and the release's heads, each as a set."""
+    probe = HeadProbe(
+        applied=TargetCommand(command="echo '0002 (head)'", timeout_s=30),
+        expected=TargetCommand(command="printf '0003 (head)\\n\\n'", timeout_s=30),
+    )
+    obs = probe.observe(_ctx())
+    assert (obs.table, obs.table_found, obs.applied, obs.expected) == (None, True, ("0002",), ("0003",))
 
 
 def test_migrations_table_unreachable_is_an_error() -> None:
