@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import _schemas, healthdeps, origins
+from conformance import _schemas, function, healthdeps, origins
 from conformance.errors import ConfigError
+from conformance.function import ApiRequest, SchemaHead
 from conformance.healthdeps import HealthDrill
 from conformance.loops import Loop, parse_loops
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
@@ -376,6 +377,8 @@ class Profile:
     paid_calls: tuple[PaidCall, ...] = ()
     health_drill: HealthDrill | None = None
     loops: tuple[Loop, ...] = ()
+    schema_heads: tuple[SchemaHead, ...] = ()  # conformance.function: migrations at the release's head
+    requests: tuple[ApiRequest, ...] = ()  # conformance.function: read-only functional requests per API
 
     def service(self, name: str) -> Service:
         """Return the service called ``name``."""
@@ -821,6 +824,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
         health_drill=healthdeps.parse(r, data.get("healthDrill"), services, routes),
         loops=parse_loops(r, data.get("loops") or [], {s.name: s.kind for s in services}),
+        schema_heads=function.schema_heads(r, data.get("schemaHeads") or [], services),
+        requests=function.api_requests(r, data.get("requests") or [], services),
         guardrails=tuple(guardrails),
         timers=tuple(timers),
         process_manager=process_manager,

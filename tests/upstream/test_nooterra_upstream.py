@@ -46,6 +46,7 @@ REPORTS = {
     "receipt-verification.json": "receipt-verification",
     "hosted-baseline-evidence.json": "hosted-baseline",
     "running-state.json": "running-state",
+    "runtime-function.json": "runtime-function",
     "production-readiness.json": "production-readiness",
 }
 UPSTREAM_GATES = (

@@ -8,7 +8,8 @@ exactly the declared ones, and the fault is reverted. Last, the whole profile is
 revert the reference is its baseline.
 
 Each certification takes ~20 s, so CI certifies `SAMPLE` (one fault of every kind: process control, an env
-edit with a restart, env drift, a bundle edit, a tampering proxy on each of the gateway's paths);
+edit with a restart, env drift, a bundle edit, a tampering proxy on each of the gateway's paths, a database
+edit by hand behind the api's back and one that leaves /healthz green);
 ``GATES_UPSTREAM_FAULTS=all`` certifies the whole catalogue.
 """
 
@@ -48,6 +49,8 @@ SAMPLE = (
     "bundle-gateway-key-not-fail-closed",
     "provider-signature-forged",
     "gateway-decision-id-swapped",
+    "migration-row-deleted",
+    "ingest-records-moved",
 )
 # The rate-limit burst errors as inconclusive when a loaded machine sends too slowly to empty the bucket (the
 # verdict table's race "rate-limit-burst-timing"): that says nothing about a fault, so wherever the check is
