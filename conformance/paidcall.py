@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import x402
+from conformance import quotesig, x402
 from conformance.canonical import CanonicalJsonError, canonical_hash
 from conformance.errors import (
     ProbeError,
@@ -1353,7 +1353,17 @@ def receipt_provider_signature(e: PaidCallEvidence) -> list[Finding]:
         )
     )
     embedded = _obj(_obj(receipt.get("verificationContext")).get("providerSigningKey")).get("publicKeyPem")
-    if isinstance(embedded, str):
+    if not (isinstance(embedded, str) and embedded.strip()):
+        out.append(  # upstream's verifier cannot check the signature without it (x402-receipt-verifier.js:301-307)
+            _fail(
+                "receipt.embedded_key",
+                "provider_signature_key_missing",
+                "the receipt embeds no provider key (verificationContext.providerSigningKey.publicKeyPem)",
+                observed=None,
+                expected=sorted(pinned),
+            )
+        )
+    else:
         pins = {k.pem for k in pinned.values()}
         out.append(
             _check(
@@ -1462,6 +1472,116 @@ def receipt_key_evidence(e: PaidCallEvidence) -> list[Finding]:
                 )
             )
     return out or [_pass("receipt.key_evidence", "no provider key is embedded", None)]
+
+
+def _quote_offered(e: PaidCallEvidence) -> bool:
+    first = e.exchange(FIRST)
+    return first is not None and bool(first.header("x-nooterra-provider-quote-signature"))
+
+
+def receipt_quote_signature(e: PaidCallEvidence) -> list[Finding]:
+    """The receipt's provider quote signature re-verifies as upstream's receipt verifier does, under a pinned key,
+    and the quote hash and id the receipt binds are the quote's (src/core/x402-receipt-verifier.js:357-447)."""
+    receipt = receipt_of(e)
+    payload = receipt.get("providerQuotePayload")
+    signature = receipt.get("providerQuoteSignature")
+    context = _obj(_obj(receipt.get("verificationContext")).get("providerQuoteSigningKey"))
+    pem = context.get("publicKeyPem")
+    status = _obj(_obj(receipt.get("bindings")).get("providerQuoteSig"))
+    material = {
+        "payload": isinstance(payload, dict),
+        "signature": isinstance(signature, dict),
+        "publicKey": isinstance(pem, str) and bool(pem.strip()),
+    }
+    if not all(material.values()):
+        needed = status.get("required") is True or status.get("verified") is True or _quote_offered(e)
+        return [
+            _check(
+                "receipt.quote_material",
+                not needed,
+                "provider_quote_signature_material_missing",
+                "the paid call was quoted, but the receipt lacks the quote payload, its signature or the quote key: "
+                "the quote signature cannot be re-verified offline",
+                observed=material,
+                expected=dict.fromkeys(material, True),
+                passed="no provider quote was made or bound: nothing to re-verify",
+            )
+        ]
+    if not (isinstance(payload, dict) and isinstance(signature, dict) and isinstance(pem, str)):
+        raise Undetermined("unreachable: the quote material was checked above")
+    outcome = quotesig.verify(payload, signature, pem)
+    out = [
+        _check(
+            "receipt.quote_signature_form",
+            outcome.status != "malformed",
+            "provider_quote_signature_parse_failed",
+            f"the receipt's quote signature is malformed: {outcome.reason}",
+            observed={k: signature.get(k) for k in ("schemaVersion", "algorithm", "keyId")},
+            expected={"schemaVersion": quotesig.SIGNATURE_VERSION, "algorithm": "ed25519"},
+            passed="a ToolProviderQuoteSignature.v1 (ed25519) over a well-formed ToolProviderQuotePayload.v1",
+        ),
+        _check(
+            "receipt.quote_signature",
+            outcome.status == "ok",
+            "provider_quote_signature_crypto_invalid",
+            f"the receipt's quote signature does not verify: {outcome.reason}",
+            observed=signature.get("keyId"),
+            passed=f"the quote signature {outcome.reason}",
+        ),
+    ]
+    pinned = pinned_keys(e)
+    pins = {k.pem.strip() for k in pinned.values()}
+    out.append(
+        _check(
+            "receipt.quote_key_pinned",
+            pem.strip() in pins and str(signature.get("keyId", "")) in pinned,
+            "provider_quote_key_not_pinned",
+            "the quote is signed, or its key embedded, by a key the profile does not pin",
+            observed={"keyId": signature.get("keyId"), "embedded": _quote_key_id(pem)},
+            expected=sorted(pinned),
+            passed="the quote key is pinned",
+        )
+    )
+    try:
+        digest: str | None = quotesig.payload_sha256(payload)
+    except quotesig.Malformed:
+        digest = outcome.payload_sha256
+    evidence_hash = _evidence_ref(receipt, "provider_quote:payload_sha256:")
+    evidence_id = _evidence_ref(receipt, "provider_quote:quote_id:")
+    quote_id = payload.get("quoteId")
+    for prop, claimed, actual, code, what in (
+        ("receipt.providerQuoteSig.quoteSha256", _lower(status.get("quoteSha256")), digest,
+         "provider_quote_signature_hash_mismatch", "bindings.providerQuoteSig.quoteSha256"),
+        ("receipt.quote_evidence_hash", _lower(evidence_hash), digest,
+         "provider_quote_evidence_hash_mismatch", "the provider_quote:payload_sha256 evidence ref"),
+        ("receipt.providerQuoteSig.quoteId", status.get("quoteId"), quote_id,
+         "provider_quote_id_mismatch", "bindings.providerQuoteSig.quoteId"),
+        ("receipt.quote_evidence_id", evidence_id, quote_id,
+         "provider_quote_evidence_id_mismatch", "the provider_quote:quote_id evidence ref"),
+    ):  # fmt: skip
+        if claimed and actual:  # upstream compares only what both sides carry
+            out.append(
+                _check(
+                    prop,
+                    str(claimed) == str(actual),
+                    code,
+                    f"{what} is not the quote's",
+                    observed=claimed,
+                    expected=actual,
+                    passed=f"{what} is the quote's",
+                )
+            )
+    return out
+
+
+def _lower(value: Any) -> str | None:
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def _quote_key_id(pem: str) -> str | None:
+    with contextlib.suppress(x402.VerificationError):
+        return x402.key_id_from_pem(pem)
+    return None
 
 
 def receipt_pay_token(e: PaidCallEvidence) -> list[Finding]:
@@ -1870,6 +1990,7 @@ PROPERTIES: dict[str, Callable[[PaidCallEvidence], list[Finding]]] = {
     "x402.receipt.http_bindings": receipt_http_bindings,
     "x402.receipt.provider_signature": receipt_provider_signature,
     "x402.receipt.key_evidence": receipt_key_evidence,
+    "x402.receipt.quote_signature": receipt_quote_signature,
     "x402.receipt.pay_token": receipt_pay_token,
     "x402.receipt.amounts": receipt_amounts,
     "x402.receipt.headers_agree": receipt_headers_agree,

@@ -124,7 +124,7 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch
         "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration",
         "paid-call-e2e", "receipt-verification",
     ]  # fmt: skip
-    for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 12)):
+    for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 13)):
         paid = reports.verify(runs["drills"] / "gates" / f"{gate}.json")
         assert paid["verdict"]["passedChecks"] == paid["verdict"]["totalChecks"] == checks
     (bundle,) = (runs["drills"] / "paid-call").iterdir()
