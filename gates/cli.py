@@ -551,6 +551,9 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     ref = _reference(args.name)
     args.fault = _check_fault(ref, args.fault)
+    from gates.certify import writable_out
+
+    writable_out(args.out)
     state = ref.state_dir().with_name(f"{ref.name}-demo")
     print(
         f"gates demo: starting reference {ref.name}" + (f" with fault {args.fault}" if args.fault else ""),
