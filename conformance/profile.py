@@ -276,11 +276,15 @@ class Bundle:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitProbe:
-    """A bounded burst that must meet the API's rate limit: a 429 with ``retry-after``, never a 5xx."""
+    """A bounded burst that must meet the API's rate limit: a 429 with ``retry-after``, never a 5xx.
+
+    ``authenticated``: the burst carries the ops token (needed only for a route that is not public).
+    """
 
     path: str
     tenant: str
     max_requests: int
+    authenticated: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1104,8 +1108,12 @@ def _nooterra(
     probe = raw.get("rateLimitProbe")
     rate_limit = None
     if probe is not None:
+        authenticated = probe.get("authenticated", False)
+        if not isinstance(authenticated, bool):
+            raise r.fail((*p, "rateLimitProbe", "authenticated"), "authenticated must be true or false")
         rate_limit = RateLimitProbe(
-            path=r.text(probe.get("path", "/ops/status"), (*p, "rateLimitProbe", "path")),
+            authenticated=authenticated,
+            path=r.text(probe.get("path", "/capabilities"), (*p, "rateLimitProbe", "path")),
             tenant=r.text(probe.get("tenant", "tenant_gates_rate_probe"), (*p, "rateLimitProbe", "tenant")),
             max_requests=r.integer(
                 probe.get("maxRequests", 120), (*p, "rateLimitProbe", "maxRequests"), low=1, high=10_000

@@ -167,6 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
     demo.add_argument("--source", type=Path, default=None, metavar="DIR|TARBALL", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--expect",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a committed verdict table: certify every gate it lists and exit 0 when every verdict equals it, "
+        "1 with the differences otherwise",
+    )
 
     verify = sub.add_parser(
         "verify-report", help="validate gate reports, recompute their artifactHash and check signatures"
@@ -593,8 +601,10 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     ref = _reference(args.name)
     args.fault = _check_fault(ref, args.fault)
+    from gates import expect
     from gates.certify import writable_out
 
+    table = expect.load(args.expect) if args.expect is not None else None
     writable_out(args.out)
     state = ref.state_dir().with_name(f"{ref.name}-demo")
     print(
@@ -610,13 +620,29 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
     try:
+        if table is not None:  # exactly the gates the table lists
+            gate_at = {i for i, a in enumerate(run_args) if a == "--gate"}
+            run_args = [a for i, a in enumerate(run_args) if i not in gate_at and i - 1 not in gate_at]
+            run_args += [x for gate in table.gates for x in ("--gate", gate)]
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         if ref.run_timeout_s is not None:
             run_args += ["--timeout", str(ref.run_timeout_s)]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
         with _environment(dict(ref.environment)):
-            return _cmd_run(_parser().parse_args(run_args), out, err)
+            code = _cmd_run(_parser().parse_args(run_args), out, err)
+        if table is None or code == EXIT_USAGE:
+            return code
+        gates, checks = expect.observe(args.out, table)
+        found = expect.differences(table, gates, checks)
+        if not found:
+            print(f"gates demo: every verdict equals {table.source} ({len(gates)} gates, {len(checks)} checks)",
+                  file=out)  # fmt: skip
+            return EXIT_PASS
+        print(f"gates demo: {len(found)} verdict(s) differ from {table.source}:", file=out)
+        for line in found:
+            print(f"  {line}", file=out)
+        return EXIT_FAIL
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)
