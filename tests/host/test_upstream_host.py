@@ -3,13 +3,22 @@
 The host (``oroboros-upstream-host``) is brought up once: upstream's install script, units, timers, env
 files and users, a release under ``/srv/oroboros``, and ``scripts/deploy.sh`` / ``scripts/rollback.sh``
 as the drill's commands. It is certified over SSH with every gate and ``--allow-drills``.
+
+Then, on the same host, operator faults (``fixtures/host/upstream_faults.py``) are applied and reverted in
+place: after each, every gate is certified without drills, and the checks that do not pass and did pass in
+the baseline must be exactly the declared ones. A last certification proves every revert: it equals the
+baseline. Each certification takes about half a minute, so CI certifies `SAMPLE` (a timer, a unit drop-in,
+an env edit with a restart, a stopped service, ``current`` dangling); ``GATES_UPSTREAM_FAULTS=all``
+certifies the whole catalogue.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +26,25 @@ from typing import Any
 import pytest
 import yaml
 
-from fixtures.host import nspawn
+from fixtures.host import nspawn, upstream_faults
 from fixtures.oroboros_upstream import release
 from fixtures.registry import REFERENCES
 from fixtures.state import default_state_dir
 from gates import report as reports
-from gates.testing import run_cli
+from gates.testing import not_passing, run_cli
 
 REF = REFERENCES["oroboros-upstream-host"]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 TABLE = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "upstream" / "oroboros_upstream_host_verdicts.yaml").read_text()
 )
+SAMPLE = ("timer-disabled", "api-runs-as-root", "worker-allowlist-shell", "web-stopped", "current-dangling")
+CHOSEN = (
+    upstream_faults.UPSTREAM_HOST_FAULTS
+    if os.environ.get("GATES_UPSTREAM_FAULTS") == "all"
+    else tuple(f for f in upstream_faults.UPSTREAM_HOST_FAULTS if f.id in SAMPLE)
+)
+NON_PASS = ("fail", "error")
 GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-health",
          "runtime-topology", "worker-guardrails")  # fmt: skip
 
@@ -44,15 +60,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @dataclass(frozen=True, slots=True)
+class Host:
+    """The running host: its state directory and the ``gates run`` arguments for it."""
+
+    state: Path
+    args: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Certified:
-    """One certification of the host, and what was left of it afterwards."""
+    """One certification of the host with the drill."""
 
     code: int
     stdout: str
     reports: dict[str, dict[str, Any]]  # gate -> verified report body
     args: list[str]
-    stopped: int
-    leftovers: list[str]
 
 
 def _leftovers(state: Path) -> list[str]:
@@ -61,21 +83,44 @@ def _leftovers(state: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def certified(tmp_path_factory: pytest.TempPathFactory) -> Certified:
-    """Bring the host up, certify every gate with the drill over SSH, take it down."""
+def host() -> Iterator[Host]:
+    """The host, brought up once for the module (taken down by the module's last test, or here)."""
     state = default_state_dir(f"selftest-{WORKER}-upstream-host")
-    out = tmp_path_factory.mktemp("upstream-host")
     REF.down(state)
     args = REF.up(state)
     try:
-        code, stdout, _ = run_cli(
-            "run", *args, "--allow-drills", "--timeout", str(REF.run_timeout_s), "--out", str(out), "--quiet"
-        )
+        yield Host(state=state, args=args)
     finally:
-        stopped = REF.down(state)
+        REF.down(state)
+
+
+@pytest.fixture(scope="module")
+def certified(host: Host, tmp_path_factory: pytest.TempPathFactory) -> Certified:
+    """Every gate with the drill, over SSH."""
+    out = tmp_path_factory.mktemp("upstream-host")
+    code, stdout, _ = run_cli(
+        "run", *host.args, "--allow-drills", "--timeout", str(REF.run_timeout_s), "--out", str(out), "--quiet"
+    )
     bodies = {p.stem: reports.verify(p) for p in sorted((out / "gates").glob("*.json"))}
-    return Certified(code=code, stdout=stdout, reports=bodies, args=args, stopped=stopped,
-                     leftovers=_leftovers(state))  # fmt: skip
+    return Certified(code=code, stdout=stdout, reports=bodies, args=host.args)
+
+
+def certify(host: Host, out: Path) -> dict[str, str]:
+    """Every gate without drills: check instance -> status, across every report but the roll-up."""
+    code, stdout, _ = run_cli("run", *host.args, "--out", str(out), "--quiet")
+    assert code in (1, 3), stdout  # the table's failures stand; without drills deploy-rollback is incomplete
+    statuses: dict[str, str] = {}
+    for path in sorted((out / "gates").glob("*.json")):
+        body = reports.verify(path)
+        if body["inputs"]["gate"] != "production-readiness":
+            statuses.update({c["id"]: c["status"] for c in body["checks"]})
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def baseline(host: Host, certified: Certified, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The healthy host after the drill, certified without drills (the drill ran first and left it as found)."""
+    return certify(host, tmp_path_factory.mktemp("baseline"))
 
 
 def _expected(entry: str | dict[str, str]) -> str:
@@ -124,7 +169,29 @@ def test_the_drill_drove_upstream_scripts_and_left_the_host_as_found(certified: 
     assert named["detail"]["observed"]["command"].startswith("/srv/oroboros/repo/scripts/rollback.sh ")
 
 
-def test_the_host_is_gone(certified: Certified) -> None:
+@pytest.mark.parametrize("fault", CHOSEN, ids=lambda f: f.id)
+def test_fault_trips_exactly_its_checks(
+    fault: upstream_faults.UpstreamHostFault, host: Host, baseline: dict[str, str], tmp_path: Path
+) -> None:
+    """The fault, made in place on the host, trips exactly its declared check instances; then it is reverted."""
+    upstream_faults.apply(host.state, fault)
+    try:
+        certify(host, tmp_path)
+    finally:
+        upstream_faults.revert(host.state, fault)
+    seen = not_passing(tmp_path)
+    tripped = {c: s for c, s in seen.items() if s in NON_PASS and baseline.get(c) not in NON_PASS}
+    assert sorted(tripped) == sorted(fault.trips), json.dumps(tripped, indent=1)
+
+
+def test_every_revert_left_the_host_as_found(host: Host, baseline: dict[str, str], tmp_path: Path) -> None:
+    """After the faults, every check instance has its baseline status again."""
+    after = certify(host, tmp_path)
+    assert {c: (baseline.get(c), s) for c, s in after.items() if baseline.get(c) != s} == {}
+    assert after == baseline
+
+
+def test_the_host_is_gone(host: Host) -> None:
     """Taking the reference down stopped its one container and left nothing behind."""
-    assert certified.stopped == 1
-    assert certified.leftovers == []
+    assert REF.down(host.state) == 1
+    assert _leftovers(host.state) == []
