@@ -7,7 +7,7 @@ import re
 
 from conformance import _schemas
 from conformance.checks import check, expect
-from conformance.errors import Undetermined
+from conformance.errors import JobRunning, Undetermined
 from conformance.probes.files import NewestFile, ReadNewest
 from conformance.probes.systemd import ShowUnit, UnitInfo
 from conformance.profile import Profile, Timer
@@ -98,7 +98,16 @@ def show_service(_: Profile, timer: Timer) -> ShowUnit:
     "(systemctl start {service}).",
 )
 def test_job_last_run_ok(target: Timer, obs: UnitInfo) -> None:
-    """The service has exited at least once, with Result=success and exit status 0."""
+    """The service has exited at least once, with Result=success and exit status 0.
+
+    While the job runs (a oneshot is ``activating``), systemd has already cleared the previous run's exit
+    status and timestamp, so its outcome cannot be read: that is undetermined, not a job that never ran.
+    """
+    if obs.get("ActiveState") in ("activating", "deactivating"):
+        raise JobRunning(
+            f"job {target.service} is running now ({obs.get('ActiveState')}/{obs.get('SubState')}): systemd "
+            "keeps no outcome of its previous run meanwhile; certify again once it has finished"
+        )
     ran = bool(obs.get("ExecMainExitTimestamp").strip())
     got = {"ran": ran, "result": obs.get("Result"), "status": obs.get("ExecMainStatus")}
     want = {"ran": True, "result": "success", "status": "0"}
