@@ -27,7 +27,7 @@ _VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
 _SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
 
-ServiceKind = Literal["http", "postgres", "redis", "proxy", "process"]
+ServiceKind = Literal["http", "postgres", "redis", "proxy", "tcp", "process"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

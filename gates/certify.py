@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -131,6 +132,18 @@ def _no_duplicates(gates: list[Gate]) -> None:
         seen.add(gate.name)
 
 
+def writable_out(directory: Path) -> None:
+    """Refuse an output directory that cannot be created or written before any check runs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".gates-write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write reports to {str(directory)!r}: {exc.strerror or exc}", source="<argument --out>"
+        ) from None
+
+
 def certify(
     *,
     profile_arg: str,
@@ -167,6 +180,7 @@ def certify(
         from conformance.targets import check_target
 
         check_target(target)  # refuse an unsupported target, or a namespace that is not there
+        writable_out(out)  # before any check runs, not after all of them
         if suite_process is None:
             # The check run starts now; resolving check ids and expanding gates overlaps with it.
             suite_process = SuiteProcess(

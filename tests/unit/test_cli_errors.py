@@ -230,3 +230,12 @@ def test_nonsense_arguments_stop_the_run_naming_the_argument(
     message = usage_error(["run", "--profile", "oroboros", "--out", "/nonexistent/never-written", *argv])
     assert message.startswith(f"gates: error: {source}: "), message
     assert words in message
+
+
+@pytest.mark.parametrize(
+    "out", ["/proc/gates-no-such-dir", "/dev/null/reports"], ids=["proc", "under-a-file"]
+)
+def test_an_output_directory_that_cannot_be_written_stops_the_run_first(out: str) -> None:
+    """Reports that could not be written are refused before any check runs, naming --out."""
+    message = usage_error(["run", "--profile", "oroboros", "--out", out])
+    assert message.startswith("gates: error: <argument --out>: cannot write reports to "), message

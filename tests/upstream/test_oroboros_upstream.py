@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fixtures import netns
 from fixtures.oroboros_upstream import deployment as dep
-from fixtures.oroboros_upstream import faults, netns, release
+from fixtures.oroboros_upstream import faults, release
 from fixtures.state import default_state_dir, read_state
 from gates import report as reports
 from gates.testing import not_passing
