@@ -215,12 +215,21 @@ class Smoke:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputStatus:
+    """Where a job's output reports its own outcome: a top-level field and the values that mean success."""
+
+    field: str
+    ok: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimerOutput:
     """A file a scheduled job writes."""
 
     glob: str
     max_age_s: int
     schema: str | None
+    status: OutputStatus | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -755,6 +764,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                     out_raw["maxAgeSeconds"], (*p, "output", "maxAgeSeconds"), low=1, high=10**8
                 ),
                 schema=out_raw.get("schema"),
+                status=_output_status(r, out_raw.get("status"), (*p, "output", "status")),
             )
         delay = raw.get("randomizedDelaySeconds")
         timers.append(
@@ -844,6 +854,20 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         env_files=tuple(env_files),
         routes=routes,
         release=release,
+    )
+
+
+def _output_status(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> OutputStatus | None:
+    """``output.status``: the top-level field a job's output reports its outcome in, and its success values."""
+    if raw is None:
+        return None
+    ok = raw["ok"]
+    values = (ok,) if isinstance(ok, str) else tuple(ok)
+    if not values:
+        raise r.fail((*path, "ok"), "expected at least one value that means success")
+    return OutputStatus(
+        field=r.text(raw["field"], (*path, "field")),
+        ok=tuple(r.text(v, (*path, "ok", i)) for i, v in enumerate(values)),
     )
 
 
