@@ -390,6 +390,7 @@ class Profile:
     paid_calls: tuple[PaidCall, ...] = ()
     health_drill: HealthDrill | None = None
     loops: tuple[Loop, ...] = ()
+    gates_at: tuple[str | None, ...] = ()  # where each of ``gates`` is written in the profile file
     schema_heads: tuple[SchemaHead, ...] = ()  # conformance.function: migrations at the release's head
     requests: tuple[ApiRequest, ...] = ()  # conformance.function: read-only functional requests per API
 
@@ -848,6 +849,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         source=doc.source,
         sha256=doc.sha256,
         gates=tuple(data.get("gates") or ()),
+        gates_at=tuple(doc.locate(("gates", i)) for i in range(len(data.get("gates") or ()))),
         variables=variables,
         probe=probe,
         services=tuple(services),

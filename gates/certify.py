@@ -16,7 +16,17 @@ from conformance.yamlsource import YamlDocument
 from gates import dashboard
 from gates import report as reports
 from gates.evaluate import Component, Evaluation, evaluate, evaluate_rollup, exit_code, waiver_findings
-from gates.gate import Gate, build_gate, components, expand, load_gate, parse_gate, required_checks
+from gates.gate import (
+    Gate,
+    build_gate,
+    builtin_gates,
+    builtin_path,
+    components,
+    expand,
+    load_gate,
+    parse_gate,
+    required_checks,
+)
 from gates.runner import SuiteProcess
 from gates.summary import print_summary, print_waivers
 
@@ -25,6 +35,15 @@ def _gate_names(profile: Profile, names: list[str]) -> list[str]:
     chosen = names or list(profile.gates)
     if not chosen:
         raise ConfigError(f"profile {profile.name!r} lists no gates; pass --gate NAME", source=profile.source)
+    if not names:  # the profile's own list: an unknown name is the profile's error, at its line
+        for i, name in enumerate(chosen):
+            if builtin_path(name, profile.name) is None and not Path(name).is_file():
+                raise ConfigError(
+                    f"unknown gate {name!r} in the profile's gates: not a built-in "
+                    f"({', '.join(builtin_gates(profile.name))}) and no such file",
+                    source=profile.source,
+                    location=profile.gates_at[i] if i < len(profile.gates_at) else None,
+                )
     return chosen
 
 

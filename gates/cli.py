@@ -396,8 +396,9 @@ def _cmd_list(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from gates.gate import Expansion, expand
 
     profile = load_profile(args.profile, parse_sets(args.sets))
+    selected = _select_gates(profile, [])  # a bad gate list is refused before anything is printed
     _list_variables(profile, out)
-    for gate in _select_gates(profile, []):
+    for gate in selected:
         print(f"{gate.name}\t{gate.source}\t-> gates/{gate.report}", file=out)
         if gate.rollup:
             for name in gate.components:

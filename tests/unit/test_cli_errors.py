@@ -94,6 +94,22 @@ class TestUsageErrors:
         assert "line 6" in line
         assert "health.http.nope" in line
 
+    @pytest.mark.parametrize("command", ["run", "list"])
+    def test_profile_listing_an_unknown_gate(self, tmp_path: Path, command: str) -> None:
+        """An unknown name in a profile's own gates list is the profile's error, at its line, before any output."""
+        builtin = Path(__file__).resolve().parents[2] / "conformance" / "profiles" / "oroboros.yaml"
+        path = tmp_path / "profile.yaml"
+        text = builtin.read_text(encoding="utf-8")
+        path.write_text(
+            text.replace("gates: [runtime-health,", "gates: [untime-health,", 1), encoding="utf-8"
+        )
+        out = ["--out", str(tmp_path / "out")] if command == "run" else []
+        code, stdout, err = invoke([command, "--profile", str(path), *out])
+        assert code == 2, err
+        assert stdout == ""
+        assert err.startswith(f"gates: error: {path}: line "), err
+        assert "unknown gate 'untime-health' in the profile's gates" in err
+
     def test_verify_missing_report(self, tmp_path: Path) -> None:
         """verify-report of a file that does not exist is a usage error naming the file."""
         path = tmp_path / "absent.json"
