@@ -7,7 +7,7 @@ as the drill's commands. It is certified over SSH with every gate and ``--allow-
 Then, on the same host, operator faults (``fixtures/host/upstream_faults.py``) are applied and reverted in
 place: after each, every gate is certified without drills, and the checks that do not pass and did pass in
 the baseline must be exactly the declared ones. A last certification proves every revert: it equals the
-baseline. A certification without the drill takes 5-15 s, so the whole catalogue runs.
+baseline. A certification without the drill takes 5-30 s, so the whole catalogue runs.
 """
 
 from __future__ import annotations
