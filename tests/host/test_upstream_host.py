@@ -29,8 +29,8 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 TABLE = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "upstream" / "oroboros_upstream_host_verdicts.yaml").read_text()
 )
-GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-health",
-         "runtime-topology", "worker-guardrails")  # fmt: skip
+GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-function",
+         "runtime-health", "runtime-topology", "worker-guardrails")  # fmt: skip
 
 if not release.default_source().is_file() and os.environ.get("CI", "").lower() != "true":
     pytest.skip(f"upstream snapshot {release.default_source()} is absent", allow_module_level=True)
