@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh Debian 12 machine (as root):
-#   make demo   - install what is needed, start each reference deployment, certify it, stop it
+#   make demo   - install what is needed, start the real upstream systems, certify them against their
+#                 committed verdict tables, stop them
 #   make test   - install what is needed, lint, type-check and run the whole self-test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -18,9 +19,13 @@ $(STAMP): pyproject.toml fixtures/bootstrap/system.sh
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The real upstream systems, each compared with its committed verdict table: a known upstream defect (each
+# listed there with its upstream file:line) does not stop the demo, any other verdict does.
 demo: bootstrap
-	$(BIN)/gates demo oroboros
-	$(BIN)/gates demo nooterra
+	$(BIN)/gates demo nooterra-upstream --out artifacts/demo/nooterra-upstream \
+		--expect tests/upstream/nooterra_upstream_verdicts.yaml
+	$(BIN)/gates demo oroboros-upstream --out artifacts/demo/oroboros-upstream \
+		--expect tests/upstream/oroboros_upstream_verdicts.yaml
 
 lint: bootstrap
 	$(BIN)/ruff check .
@@ -43,4 +48,4 @@ bench: bootstrap
 	$(BIN)/python tests/bench/bench_health.py
 
 clean:
-	rm -rf $(VENV) artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html artifacts/pytest-report.html
+	rm -rf $(VENV) artifacts/demo artifacts/gates artifacts/run artifacts/junit.xml artifacts/report.html artifacts/pytest-report.html

@@ -148,6 +148,12 @@ class Undetermined(ProbeError):
     reason_code: ClassVar[str] = "undetermined"
 
 
+class JobRunning(Undetermined):
+    """A scheduled job is running right now: systemd cleared its last run's outcome when this run began."""
+
+    reason_code: ClassVar[str] = "job_running"
+
+
 class DrillRefused(ProbeError):
     """A drill refused to start: what it would write to is not a scratch target (nothing was changed)."""
 

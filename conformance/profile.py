@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from conformance import _schemas, function, origins
+from conformance import _schemas, function, healthdeps, origins
 from conformance.errors import ConfigError
 from conformance.function import ApiRequest, SchemaHead
+from conformance.healthdeps import HealthDrill
+from conformance.loops import Loop, parse_loops
 from conformance.yamlsource import PathKey, YamlDocument, load_yaml
 
 JsonScalar = str | int | float | bool | None
@@ -28,7 +30,7 @@ _VAR = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}|\$\$")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
 _SET = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
 
-ServiceKind = Literal["http", "postgres", "redis", "proxy", "process"]
+ServiceKind = Literal["http", "postgres", "redis", "proxy", "tcp", "process"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,12 +215,21 @@ class Smoke:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputStatus:
+    """Where a job's output reports its own outcome: a top-level field and the values that mean success."""
+
+    field: str
+    ok: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimerOutput:
     """A file a scheduled job writes."""
 
     glob: str
     max_age_s: int
     schema: str | None
+    status: OutputStatus | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,11 +285,15 @@ class Bundle:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitProbe:
-    """A bounded burst that must meet the API's rate limit: a 429 with ``retry-after``, never a 5xx."""
+    """A bounded burst that must meet the API's rate limit: a 429 with ``retry-after``, never a 5xx.
+
+    ``authenticated``: the burst carries the ops token (needed only for a route that is not public).
+    """
 
     path: str
     tenant: str
     max_requests: int
+    authenticated: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -373,6 +388,8 @@ class Profile:
     nooterra: NooterraApi | None = None
     upgrade_drill: UpgradeDrill | None = None
     paid_calls: tuple[PaidCall, ...] = ()
+    health_drill: HealthDrill | None = None
+    loops: tuple[Loop, ...] = ()
     schema_heads: tuple[SchemaHead, ...] = ()  # conformance.function: migrations at the release's head
     requests: tuple[ApiRequest, ...] = ()  # conformance.function: read-only functional requests per API
 
@@ -747,6 +764,7 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
                     out_raw["maxAgeSeconds"], (*p, "output", "maxAgeSeconds"), low=1, high=10**8
                 ),
                 schema=out_raw.get("schema"),
+                status=_output_status(r, out_raw.get("status"), (*p, "output", "status")),
             )
         delay = raw.get("randomizedDelaySeconds")
         timers.append(
@@ -818,6 +836,8 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         nooterra=_nooterra(r, data.get("nooterra"), services, env_files, bundle),
         upgrade_drill=_upgrade_drill(r, data.get("upgradeDrill"), services),
         paid_calls=_paid_calls(r, data.get("paidCalls") or []),
+        health_drill=healthdeps.parse(r, data.get("healthDrill"), services, routes),
+        loops=parse_loops(r, data.get("loops") or [], {s.name: s.kind for s in services}),
         schema_heads=function.schema_heads(r, data.get("schemaHeads") or [], services),
         requests=function.api_requests(r, data.get("requests") or [], services),
         guardrails=tuple(guardrails),
@@ -834,6 +854,20 @@ def _build(doc: YamlDocument, overrides: dict[str, str], environ: Mapping[str, s
         env_files=tuple(env_files),
         routes=routes,
         release=release,
+    )
+
+
+def _output_status(r: _Resolver, raw: Mapping[str, Any] | None, path: PathKey) -> OutputStatus | None:
+    """``output.status``: the top-level field a job's output reports its outcome in, and its success values."""
+    if raw is None:
+        return None
+    ok = raw["ok"]
+    values = (ok,) if isinstance(ok, str) else tuple(ok)
+    if not values:
+        raise r.fail((*path, "ok"), "expected at least one value that means success")
+    return OutputStatus(
+        field=r.text(raw["field"], (*path, "field")),
+        ok=tuple(r.text(v, (*path, "ok", i)) for i, v in enumerate(values)),
     )
 
 
@@ -1098,8 +1132,12 @@ def _nooterra(
     probe = raw.get("rateLimitProbe")
     rate_limit = None
     if probe is not None:
+        authenticated = probe.get("authenticated", False)
+        if not isinstance(authenticated, bool):
+            raise r.fail((*p, "rateLimitProbe", "authenticated"), "authenticated must be true or false")
         rate_limit = RateLimitProbe(
-            path=r.text(probe.get("path", "/ops/status"), (*p, "rateLimitProbe", "path")),
+            authenticated=authenticated,
+            path=r.text(probe.get("path", "/capabilities"), (*p, "rateLimitProbe", "path")),
             tenant=r.text(probe.get("tenant", "tenant_gates_rate_probe"), (*p, "rateLimitProbe", "tenant")),
             max_requests=r.integer(
                 probe.get("maxRequests", 120), (*p, "rateLimitProbe", "maxRequests"), low=1, high=10_000

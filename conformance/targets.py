@@ -140,6 +140,12 @@ def ssh_base_args(spec: SshSpec, *, connect_timeout: float) -> list[str]:
     return args
 
 
+def forward_spec(local: int, address: str, port: int) -> str:
+    """``ssh -L`` for ``address:port`` on the host at ``127.0.0.1:local`` here (an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"127.0.0.1:{local}:{host}:{port}"
+
+
 class SshTarget:
     """A remote host reached over SSH, with loopback endpoints forwarded through one connection."""
 
@@ -185,7 +191,7 @@ class SshTarget:
             *ssh_base_args(self.spec, connect_timeout=connect_timeout),
         ]
         for (address, port), local in self._forwards.items():
-            argv += ["-L", f"127.0.0.1:{local}:{address}:{port}"]
+            argv += ["-L", forward_spec(local, address, port)]
         user = f"{self.spec.user}@" if self.spec.user else ""
         argv.append(f"{user}{self.spec.host}")
         self._tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -111,6 +111,11 @@ def b64url_decode(text: str) -> bytes:
         raise VerificationError("not_base64url", str(exc)) from exc
 
 
+def decode_base64(text: Any) -> bytes:
+    """Decode standard base64 strictly; `VerificationError` ``not_base64`` when malformed."""
+    return _b64_decode(text)
+
+
 def _b64_decode(text: Any) -> bytes:
     try:
         return base64.b64decode(str(text), validate=True)

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -119,6 +120,20 @@ def _parser() -> argparse.ArgumentParser:
         "audit needs twice the offer; without it they are reported not run and gates requiring them stay incomplete",
     )
 
+    init = sub.add_parser(
+        "init",
+        help="observe a live host and print a starting profile that certifies it (exit 0, 2 bad arguments, 3 "
+        "the host could not be observed)",
+    )
+    init.add_argument(
+        "--target",
+        default="local",
+        help="the host to observe: local (default), ssh://user@host[:port] or netns://NAME",
+    )
+    init.add_argument("--name", default="my-deployment", type=_profile_name, help="the profile's name")
+    init.add_argument("--ssh-config", default=None, type=Path, help="ssh_config file for an ssh:// target")
+    init.add_argument("--ssh-identity", default=None, type=Path, help="private key file for an ssh:// target")
+
     lst = sub.add_parser("list", help="list a profile's gates and their check instances")
     lst.add_argument("--profile", required=True, metavar="NAME|PATH")
     lst.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="sets")
@@ -152,6 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fault", default=None, metavar="ID")
     demo.add_argument("--out", default="artifacts", type=Path)
     demo.add_argument("--source", type=Path, default=None, metavar="DIR|TARBALL", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--expect",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a committed verdict table: certify every gate it lists and exit 0 when every verdict equals it, "
+        "1 with the differences otherwise",
+    )
 
     verify = sub.add_parser(
         "verify-report", help="validate gate reports, recompute their artifactHash and check signatures"
@@ -223,6 +246,15 @@ def _timestamp(value: str) -> str:
     return value
 
 
+def _profile_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", value):
+        raise ConfigError(
+            f"a profile name is lower-case letters, digits and '-', starting with a letter; got {value!r}",
+            source="<argument --name>",
+        )
+    return value
+
+
 def _cents(value: str) -> int:
     if not value.strip().isdigit():
         raise ConfigError(
@@ -239,6 +271,7 @@ def run(argv: Sequence[str], *, stdout: IO[str] | None = None, stderr: IO[str] |
         args = _parser().parse_args(list(argv))
         command = {
             "run": _cmd_run,
+            "init": _cmd_init,
             "list": _cmd_list,
             "faults": _cmd_faults,
             "reference": _cmd_reference,
@@ -273,7 +306,8 @@ def main() -> NoReturn:
     sys.exit(code)
 
 
-def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+def _ssh_options(args: argparse.Namespace) -> None:
+    """Export --ssh-config and --ssh-identity where every SSH connection of the command reads them."""
     for option, variable in (
         (args.ssh_config, "GATES_SSH_CONFIG"),
         (args.ssh_identity, "GATES_SSH_IDENTITY"),
@@ -282,6 +316,22 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             if not option.is_file():
                 raise ConfigError("no such file", source=str(option))
             os.environ[variable] = str(option.resolve())  # read by the check run's SSH connections
+
+
+def _cmd_init(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from conformance.errors import ProbeError
+    from gates.scaffold import run_init
+
+    _ssh_options(args)
+    try:
+        return run_init(args.target, args.name, out)
+    except ProbeError as exc:
+        print(f"gates: init: cannot observe {args.target}: {exc}", file=err)
+        return EXIT_INCOMPLETE
+
+
+def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    _ssh_options(args)
     if args.memory_limit_mb is not None:
         os.environ[MEMORY_ENV] = str(args.memory_limit_mb)  # read by the check run's launcher
     # Start checking before anything else is loaded: every check of the profile runs, the
@@ -551,8 +601,10 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     ref = _reference(args.name)
     args.fault = _check_fault(ref, args.fault)
+    from gates import expect
     from gates.certify import writable_out
 
+    table = expect.load(args.expect) if args.expect is not None else None
     writable_out(args.out)
     state = ref.state_dir().with_name(f"{ref.name}-demo")
     print(
@@ -568,13 +620,29 @@ def _cmd_demo(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         print(f"gates: reference {ref.name}: {exc}", file=err)
         return EXIT_INCOMPLETE
     try:
+        if table is not None:  # exactly the gates the table lists
+            gate_at = {i for i, a in enumerate(run_args) if a == "--gate"}
+            run_args = [a for i, a in enumerate(run_args) if i not in gate_at and i - 1 not in gate_at]
+            run_args += [x for gate in table.gates for x in ("--gate", gate)]
         run_args = ["run", *run_args, "--out", str(args.out), *(["--allow-drills"] if ref.disposable else [])]
         if ref.run_timeout_s is not None:
             run_args += ["--timeout", str(ref.run_timeout_s)]
         if ref.spend_cents is not None:  # the reference's own test money; never a real deployment's
             run_args += ["--allow-spend-cents", str(ref.spend_cents)]
         with _environment(dict(ref.environment)):
-            return _cmd_run(_parser().parse_args(run_args), out, err)
+            code = _cmd_run(_parser().parse_args(run_args), out, err)
+        if table is None or code == EXIT_USAGE:
+            return code
+        gates, checks = expect.observe(args.out, table)
+        found = expect.differences(table, gates, checks)
+        if not found:
+            print(f"gates demo: every verdict equals {table.source} ({len(gates)} gates, {len(checks)} checks)",
+                  file=out)  # fmt: skip
+            return EXIT_PASS
+        print(f"gates demo: {len(found)} verdict(s) differ from {table.source}:", file=out)
+        for line in found:
+            print(f"  {line}", file=out)
+        return EXIT_FAIL
     finally:
         ref.down(state)
         print(f"gates demo: reference {ref.name} stopped", file=err)

@@ -33,6 +33,8 @@ SETS_ENV = "GATES_SETS_JSON"
 EVIDENCE_SUBDIR = (
     "paid-call"  # where the check run writes paid-call bundles (conformance.paidcall_bundle.SUBDIR)
 )
+# every evidence directory the check run may write (conformance.probes.healthdrill.SUBDIR: the drill's timings)
+EVIDENCE_SUBDIRS = (EVIDENCE_SUBDIR, "health-drill")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,11 +162,14 @@ class SuiteProcess:
             if source.exists():
                 shutil.move(str(source), str(self.out / rel))
         # evidence bundles accumulate: each is named by its gate, so one run never replaces another's
-        for bundle in sorted((self.work / EVIDENCE_SUBDIR).glob("*")):
-            if bundle.is_dir() and not bundle.name.startswith("."):
-                target = self.out / EVIDENCE_SUBDIR / bundle.name
+        for bundle in sorted(p for sub in EVIDENCE_SUBDIRS for p in (self.work / sub).glob("*")):
+            if not bundle.name.startswith("."):
+                target = self.out / bundle.parent.name / bundle.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(target, ignore_errors=True)
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
                 shutil.move(str(bundle), str(target))
         shutil.rmtree(self.work, ignore_errors=True)
 

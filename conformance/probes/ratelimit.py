@@ -6,7 +6,9 @@ every request but ``/health(z)``; an empty bucket answers 429 with ``retry-after
 0 (unset) disables the limit (upstream ``src/api/app.js:659-684``, ``1889-1906``, ``34703-34714``).
 So whatever the certifier's speed, a burst that lasted ``t`` ms cannot be admitted more than
 ``burst + t * rpm / 60000`` times. Past that bound without a 429 the limit is provably not
-enforced; a burst that ends below it (too slow to empty the bucket) proves nothing either way.
+enforced; a burst that ends below it (too slow to empty the bucket) proves nothing either way. The
+profile points the burst at a cheap route (``GET /capabilities``: public and static, yet charged to the
+bucket like every route but ``/health(z)``), so that even a production-sized bucket can be emptied.
 """
 
 from __future__ import annotations

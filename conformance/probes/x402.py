@@ -67,8 +67,14 @@ def now_iso(at: float | None = None) -> str:
 
 
 def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Exchange:
-    """One bounded GET, recorded whatever happens (a failure to observe is kept as the exchange's error)."""
+    """One bounded GET, recorded whatever happens (a failure to observe is kept as the exchange's error).
+
+    The request accepts only the identity encoding: every hash is taken over the body exactly as the gateway
+    sent it (``x-nooterra-response-sha256`` covers the uncompressed body), so a compressed answer is a protocol
+    error rather than bytes no hash could match.
+    """
     s = ctx.settings
+    headers = {**headers, "Accept-Encoding": "identity"}
     parts = urlsplit(url)
     port = url_endpoint(url)[1]
     sent, redactions = paidcall_bundle.mask_headers(headers)
@@ -104,6 +110,12 @@ def request(ctx: Context, step: str, url: str, headers: dict[str, str]) -> Excha
             ) as client,
             client.stream("GET", target, headers=sent_headers, extensions=extensions) as resp,
         ):
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                return failed(
+                    "probe_protocol_error",
+                    f"answered with Content-Encoding {encoding[:40]!r} to a request that accepts only identity",
+                )
             chunks: list[bytes] = []
             size = 0
             for chunk in resp.iter_raw():

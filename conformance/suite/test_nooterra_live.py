@@ -49,7 +49,9 @@ def _api_when(*needs: Callable[[NooterraApi], object]) -> Callable[[Profile], li
 _api = _api_when()
 _api_with_token = _api_when(lambda c: c.ops_token)
 _api_with_env = _api_when(lambda c: c.env_file)
-_api_with_rate_probe = _api_when(lambda c: c.rate_limit, lambda c: c.ops_token)
+_api_with_rate_probe = _api_when(
+    lambda c: c.rate_limit, lambda c: c.ops_token or (c.rate_limit and not c.rate_limit.authenticated)
+)
 _api_with_alert_rules = _api_when(lambda c: c.alert_rules)
 _api_with_staging = _api_when(lambda c: c.env_file, lambda c: c.staging_env_file)
 
@@ -433,7 +435,7 @@ def _burst(profile: Profile, _: Service) -> RateLimitBurst:
         raise Undetermined("the profile declares no rate-limit probe")
     env = next((e for e in profile.env_files if e.name == cfg.env_file), None)
     return RateLimitBurst(
-        request=api_request(profile, probe.path, tenant=probe.tenant),
+        request=api_request(profile, probe.path, token=probe.authenticated, tenant=probe.tenant),
         env_path=env.path if env is not None else None,
         max_requests=probe.max_requests,
     )
@@ -446,7 +448,7 @@ def _burst(profile: Profile, _: Service) -> RateLimitBurst:
     observe=_burst,
     remediation="Set PROXY_RATE_LIMIT_RPM and PROXY_RATE_LIMIT_BURST (and PROXY_RATE_LIMIT_PER_KEY_RPM/BURST) "
     "in {name}'s env file and restart it; an exhausted bucket must answer 429 RATE_LIMITED with retry-after.",
-    applies_when="the ops token (ops_token, GATES_NOOTERRA_OPS_TOKEN)",
+    applies_when="the profile's rate-limit probe (and the ops token, GATES_NOOTERRA_OPS_TOKEN, if it is authenticated)",
 )
 def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
     """Some 2xx, then a 429 with retry-after, or never more admitted than the declared limit allows.
@@ -497,8 +499,9 @@ def test_rate_limit(target: Service, obs: LimitBurstResult) -> None:
         "keeps its own bucket) and nothing in front retries or fans out requests.",
         "rate_limit_probe_saw_5xx": f"{target.name} answered 5xx during the burst: read its log (an exhausted "
         "bucket must answer 429, never an error) and check what sits in front of it.",
-        "rate_limit_probe_saw_unexpected_4xx": "The burst met a 4xx other than 429: a 403 means the ops token "
-        "(GATES_NOOTERRA_OPS_TOKEN) lacks ops_read; otherwise check rate_limit.path in the profile.",
+        "rate_limit_probe_saw_unexpected_4xx": "The burst met a 4xx other than 429: check rateLimitProbe.path in "
+        "the profile (a public route such as /capabilities needs no token; for another route set "
+        "rateLimitProbe.authenticated and give an ops token with ops_read, GATES_NOOTERRA_OPS_TOKEN).",
         "rate_limit_retry_after_missing": "The 429 carried no retry-after: the API sets it (src/api/app.js:34710), "
         "so something in front of it strips the header; let it through.",
     }.get(reason)

@@ -7,7 +7,7 @@ import re
 
 from conformance import _schemas
 from conformance.checks import check, expect
-from conformance.errors import Undetermined
+from conformance.errors import JobRunning, Undetermined
 from conformance.probes.files import NewestFile, ReadNewest
 from conformance.probes.systemd import ShowUnit, UnitInfo
 from conformance.profile import Profile, Timer
@@ -98,7 +98,16 @@ def show_service(_: Profile, timer: Timer) -> ShowUnit:
     "(systemctl start {service}).",
 )
 def test_job_last_run_ok(target: Timer, obs: UnitInfo) -> None:
-    """The service has exited at least once, with Result=success and exit status 0."""
+    """The service has exited at least once, with Result=success and exit status 0.
+
+    While the job runs (a oneshot is ``activating``), systemd has already cleared the previous run's exit
+    status and timestamp, so its outcome cannot be read: that is undetermined, not a job that never ran.
+    """
+    if obs.get("ActiveState") in ("activating", "deactivating"):
+        raise JobRunning(
+            f"job {target.service} is running now ({obs.get('ActiveState')}/{obs.get('SubState')}): systemd "
+            "keeps no outcome of its previous run meanwhile; certify again once it has finished"
+        )
     ran = bool(obs.get("ExecMainExitTimestamp").strip())
     got = {"ran": ran, "result": obs.get("Result"), "status": obs.get("ExecMainStatus")}
     want = {"ran": True, "result": "success", "status": "0"}
@@ -131,13 +140,15 @@ def test_output_fresh(target: Timer, obs: NewestFile) -> None:
 
 @check(
     "schedule.output.shape",
-    title="The job's newest output has the documented shape",
+    title="The job's newest output has the documented shape and reports success",
     targets=_select.timer_outputs,
     observe=newest_output,
-    remediation="The job writes a malformed summary: check the deployed release's maintenance job.",
+    remediation="The job writes a malformed summary, or one reporting its own failure: read it and the job's log "
+    "(journalctl -u {service}), fix the cause and run the job again.",
 )
 def test_output_shape(target: Timer, obs: NewestFile) -> None:
-    """The newest output is JSON that satisfies the declared schema."""
+    """The newest output is JSON that satisfies the declared schema and, where the profile declares where the
+    output reports its outcome, reports success."""
     assert target.output is not None
     if obs.path is None or obs.text is None:
         raise Undetermined(f"no output to inspect; see schedule.output.fresh[{target.name}]")
@@ -147,11 +158,21 @@ def test_output_shape(target: Timer, obs: NewestFile) -> None:
         expect(False, f"{obs.path} is not JSON: {exc}", reason="job_output_not_json", observed=str(exc),
                expected="JSON")  # fmt: skip
         return
-    if target.output.schema is None:
+    if target.output.schema is not None:
+        problems = [
+            f"{_schemas.pointer(e.absolute_path)}: {e.message}"
+            for e in _schemas.errors(document, target.output.schema)
+        ]
+        expect(not problems, f"{obs.path} does not match {target.output.schema}: {problems[0] if problems else ''}",
+               reason="job_output_malformed", observed=problems[:5], expected=target.output.schema)  # fmt: skip
+    status = target.output.status
+    if status is None:
         return
-    problems = [
-        f"{_schemas.pointer(e.absolute_path)}: {e.message}"
-        for e in _schemas.errors(document, target.output.schema)
-    ]
-    expect(not problems, f"{obs.path} does not match {target.output.schema}: {problems[0] if problems else ''}",
-           reason="job_output_malformed", observed=problems[:5], expected=target.output.schema)  # fmt: skip
+    if not isinstance(document, dict) or status.field not in document:
+        expect(False, f"{obs.path} has no top-level {status.field!r}, where the job reports its outcome",
+               reason="job_output_malformed", observed=None, expected={status.field: list(status.ok)})  # fmt: skip
+        return
+    value = document[status.field]
+    expect(value in status.ok, f"{obs.path} reports {status.field}={value!r}: the job's last run failed "
+           f"(success is {' or '.join(map(repr, status.ok))})", reason="job_output_reports_failure",
+           observed={status.field: value}, expected={status.field: list(status.ok)})  # fmt: skip

@@ -276,6 +276,18 @@ def test_receipt_key_evidence(target: PaidCall, obs: PaidCallEvidence) -> None:
 
 
 @_check(
+    "x402.receipt.quote_signature",
+    "The receipt's provider quote signature re-verifies as upstream's receipt verifier requires",
+    "The receipt must carry the provider's ToolProviderQuoteSignature.v1 as the provider signed it (algorithm "
+    "ed25519, keyId of a pinned key, payloadHash = H(ToolProviderQuotePayload.v1)), and bind the quote's hash and "
+    "id; a gateway that rewrites the signature it hands on makes every receipt fail upstream's verifier.",
+)
+def test_receipt_quote_signature(target: PaidCall, obs: PaidCallEvidence) -> None:
+    """The quote signature verifies offline, under a pinned key, and its hash and id are the bound ones."""
+    conclude("x402.receipt.quote_signature", obs)
+
+
+@_check(
     "x402.receipt.pay_token",
     "The NooterraPay token verifies under the API keyset and is the token bound",
     "Tokens must be signed by a key the API publishes at /.well-known/nooterra-keys.json, pay exactly the offer, live "

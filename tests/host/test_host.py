@@ -32,7 +32,7 @@ def _leftovers(state: Path) -> list[str]:
     return nspawn.leftovers(state, f"gh-{zlib.crc32(str(state).encode()):08x}")
 
 
-GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-function",
+GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "running-state", "runtime-function",
          "runtime-health", "runtime-topology", "worker-guardrails")  # fmt: skip
 
 
@@ -67,7 +67,7 @@ class TestHealthyHost:
         readiness = json.loads((tmp_path / "gates" / "production-readiness.json").read_text())
         assert [c["gate"] for c in readiness["components"]] == [
             "runtime-health", "runtime-topology", "maintenance-timers", "preview-slots", "worker-guardrails",
-            "deploy-rollback", "runtime-function",
+            "deploy-rollback", "running-state", "runtime-function",
         ]  # fmt: skip
         assert readiness["verdict"]["status"] == "pass"
         assert _leftovers(state) == []

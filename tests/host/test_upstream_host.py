@@ -3,13 +3,20 @@
 The host (``oroboros-upstream-host``) is brought up once: upstream's install script, units, timers, env
 files and users, a release under ``/srv/oroboros``, and ``scripts/deploy.sh`` / ``scripts/rollback.sh``
 as the drill's commands. It is certified over SSH with every gate and ``--allow-drills``.
+
+Then, on the same host, operator faults (``fixtures/host/upstream_faults.py``) are applied and reverted in
+place: after each, every gate is certified without drills, and the checks that do not pass and did pass in
+the baseline must be exactly the declared ones. A last certification proves every revert: it equals the
+baseline. A certification without the drill takes 5-15 s, so the whole catalogue runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fixtures.host import nspawn
+from fixtures.host import nspawn, upstream_faults
 from fixtures.oroboros_upstream import release
 from fixtures.registry import REFERENCES
 from fixtures.state import default_state_dir
@@ -29,8 +36,9 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 TABLE = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "upstream" / "oroboros_upstream_host_verdicts.yaml").read_text()
 )
-GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "runtime-function",
-         "runtime-health", "runtime-topology", "worker-guardrails")  # fmt: skip
+NON_PASS = ("fail", "error")
+GATES = ("deploy-rollback", "maintenance-timers", "preview-slots", "production-readiness", "running-state",
+         "runtime-function", "runtime-health", "runtime-topology", "worker-guardrails")  # fmt: skip
 
 if not release.default_source().is_file() and os.environ.get("CI", "").lower() != "true":
     pytest.skip(f"upstream snapshot {release.default_source()} is absent", allow_module_level=True)
@@ -44,15 +52,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @dataclass(frozen=True, slots=True)
+class Host:
+    """The running host: its state directory and the ``gates run`` arguments for it."""
+
+    state: Path
+    args: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Certified:
-    """One certification of the host, and what was left of it afterwards."""
+    """One certification of the host with the drill."""
 
     code: int
     stdout: str
     reports: dict[str, dict[str, Any]]  # gate -> verified report body
     args: list[str]
-    stopped: int
-    leftovers: list[str]
 
 
 def _leftovers(state: Path) -> list[str]:
@@ -61,21 +75,55 @@ def _leftovers(state: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def certified(tmp_path_factory: pytest.TempPathFactory) -> Certified:
-    """Bring the host up, certify every gate with the drill over SSH, take it down."""
+def host() -> Iterator[Host]:
+    """The host, brought up once for the module (taken down by the module's last test, or here)."""
     state = default_state_dir(f"selftest-{WORKER}-upstream-host")
-    out = tmp_path_factory.mktemp("upstream-host")
     REF.down(state)
     args = REF.up(state)
     try:
-        code, stdout, _ = run_cli(
-            "run", *args, "--allow-drills", "--timeout", str(REF.run_timeout_s), "--out", str(out), "--quiet"
-        )
+        yield Host(state=state, args=args)
     finally:
-        stopped = REF.down(state)
+        REF.down(state)
+
+
+@pytest.fixture(scope="module")
+def certified(host: Host, tmp_path_factory: pytest.TempPathFactory) -> Certified:
+    """Every gate with the drill, over SSH."""
+    out = tmp_path_factory.mktemp("upstream-host")
+    code, stdout, _ = run_cli(
+        "run", *host.args, "--allow-drills", "--timeout", str(REF.run_timeout_s), "--out", str(out), "--quiet"
+    )
     bodies = {p.stem: reports.verify(p) for p in sorted((out / "gates").glob("*.json"))}
-    return Certified(code=code, stdout=stdout, reports=bodies, args=args, stopped=stopped,
-                     leftovers=_leftovers(state))  # fmt: skip
+    return Certified(code=code, stdout=stdout, reports=bodies, args=host.args)
+
+
+Outcome = tuple[str, str | None]  # status, failure code
+
+
+def certify(host: Host, out: Path) -> dict[str, Outcome]:
+    """Every gate without drills: check instance -> (status, failure code), across every report but the roll-up."""
+    code, stdout, _ = run_cli("run", *host.args, "--out", str(out), "--quiet")
+    assert code in (1, 3), stdout  # the table's failures stand; without drills deploy-rollback is incomplete
+    outcomes: dict[str, Outcome] = {}
+    for path in sorted((out / "gates").glob("*.json")):
+        body = reports.verify(path)
+        if body["inputs"]["gate"] != "production-readiness":
+            outcomes.update({c["id"]: (c["status"], c.get("failureCode")) for c in body["checks"]})
+    return outcomes
+
+
+def conclusive(seen: dict[str, Outcome], declared: tuple[str, ...] = ()) -> dict[str, Outcome]:
+    """``seen`` without a maintenance job caught running by its own timer (``job_running``: its last outcome is
+    unreadable meanwhile), unless the fault declares that check."""
+    return {c: o for c, o in seen.items() if c in declared or o[1] != "job_running"}
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    host: Host, certified: Certified, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    """The healthy host after the drill, certified without drills (the drill ran first and left it as found)."""
+    return conclusive(certify(host, tmp_path_factory.mktemp("baseline")))
 
 
 def _expected(entry: str | dict[str, str]) -> str:
@@ -124,7 +172,34 @@ def test_the_drill_drove_upstream_scripts_and_left_the_host_as_found(certified: 
     assert named["detail"]["observed"]["command"].startswith("/srv/oroboros/repo/scripts/rollback.sh ")
 
 
-def test_the_host_is_gone(certified: Certified) -> None:
+@pytest.mark.parametrize("fault", upstream_faults.UPSTREAM_HOST_FAULTS, ids=lambda f: f.id)
+def test_fault_trips_exactly_its_checks(
+    fault: upstream_faults.UpstreamHostFault, host: Host, baseline: dict[str, Outcome], tmp_path: Path
+) -> None:
+    """The fault, made in place on the host, trips exactly its declared check instances; then it is reverted.
+
+    A check trips when it does not pass and passed in the baseline, or failed there for another reason (the
+    daily summary's shape fails on the healthy host: a malformed summary changes why).
+    """
+    upstream_faults.apply(host.state, fault)
+    try:
+        seen = conclusive(certify(host, tmp_path), fault.trips)
+    finally:
+        upstream_faults.revert(host.state, fault)
+    tripped = {c: o for c, o in seen.items() if o[0] in NON_PASS and baseline.get(c) != o}
+    assert sorted(tripped) == sorted(fault.trips), json.dumps(tripped, indent=1)
+
+
+def test_every_revert_left_the_host_as_found(
+    host: Host, baseline: dict[str, Outcome], tmp_path: Path
+) -> None:
+    """After the faults, every check instance has its baseline status and failure code again."""
+    after = conclusive(certify(host, tmp_path))
+    assert {c: (baseline.get(c), o) for c, o in after.items() if baseline.get(c) != o} == {}
+    assert after == baseline
+
+
+def test_the_host_is_gone(host: Host) -> None:
     """Taking the reference down stopped its one container and left nothing behind."""
-    assert certified.stopped == 1
-    assert certified.leftovers == []
+    assert REF.down(host.state) == 1
+    assert _leftovers(host.state) == []

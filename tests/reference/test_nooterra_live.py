@@ -122,9 +122,9 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch
     readiness = reports.verify(runs["drills"] / "gates" / "production-readiness.json")
     assert [c["gate"] for c in readiness["components"]] == [
         "nooterra-live", "serving-mode-boundary", "self-host-topology-bundle", "self-host-upgrade-migration",
-        "paid-call-e2e", "receipt-verification",
+        "paid-call-e2e", "receipt-verification", "running-state",
     ]  # fmt: skip
-    for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 12)):
+    for gate, checks in (("paid-call-e2e", 11), ("receipt-verification", 13)):
         paid = reports.verify(runs["drills"] / "gates" / f"{gate}.json")
         assert paid["verdict"]["passedChecks"] == paid["verdict"]["totalChecks"] == checks
     (bundle,) = (runs["drills"] / "paid-call").iterdir()
@@ -174,14 +174,9 @@ def test_healthy_reference_passes_and_leaves_nothing(tmp_path: Path, monkeypatch
 
 # What the hosted-baseline evidence says, in upstream's words, for the faults aimed at its probes.
 HOSTED_FAILURES = {
-    "s8-policy-missing": ["s8 rollout guard check failed (s8_approval_policy_missing)"],
-    "s8-policy-threshold-invalid": ["s8 rollout guard check failed (s8_approval_policy_threshold_invalid)"],
-    "s8-policy-no-action-types": ["s8 rollout guard check failed (s8_approval_policy_action_types_invalid)"],
     "s8-config-missing": ["s8 rollout guard check failed (s8_rollout_config_missing)"],
     "billing-catalog-missing-plan": ["billing catalog/quotas check failed"],
     "billing-catalog-malformed": ["billing catalog/quotas check failed"],
-    "finance-token-unscoped": ["billing catalog/quotas check failed"],
-    "maintenance-schedulers-disabled": ["required maintenance schedulers are not enabled"],
     "metrics-missing-series": ["metrics check failed"],
     "rate-limit-5xx": ["rate-limit probe failed for mode=required"],
 }

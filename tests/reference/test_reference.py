@@ -91,8 +91,9 @@ class TestHealthyReference:
         """A secret supplied at run time appears in no file the run writes, even when checks fail on it."""
         canary = "canary-Zq7xK2pW9m"
         code, _, _ = run_cli(
-            "run", *healthy, "--set", f"postgres.password={canary}", "--out", str(tmp_path), "--quiet"
-        )
+            "run", *healthy, "--gate", "running-state", "--set", f"postgres.password={canary}",
+            "--out", str(tmp_path), "--quiet",
+        )  # fmt: skip
         assert code == 1  # the wrong password fails the login and the env-file value check
         bad = not_ok(tmp_path)
         assert "health.postgres.database_connect[postgres]" in bad

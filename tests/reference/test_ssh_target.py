@@ -59,7 +59,7 @@ class TestSshTarget:
 
     def test_fault_is_seen_the_same_over_ssh(self, server: sshd.SshServer, tmp_path: Path) -> None:
         """A fault trips exactly its declared checks over SSH too."""
-        fault = REF.fault("api-bind-all")
+        fault = REF.fault("web-preview-1-bind-all")
         state = default_state_dir(f"selftest-{WORKER}-ssh-fault")
         args = REF.up(state, fault.id)
         try:

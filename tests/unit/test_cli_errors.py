@@ -112,9 +112,9 @@ class TestFaultsCommand:
 
     def test_fault_of_another_reference_is_refused_with_a_pointer(self) -> None:
         """`reference up oroboros --fault oroboros-host:X` exits 2 and names the reference to use."""
-        code, _, err = invoke(["reference", "up", "oroboros", "--fault", "oroboros-host:unit-stopped"])
+        code, _, err = invoke(["reference", "up", "oroboros", "--fault", "oroboros-host:deploy-non-atomic"])
         assert code == 2
-        assert "gates reference up oroboros-host --fault unit-stopped" in err
+        assert "gates reference up oroboros-host --fault deploy-non-atomic" in err
 
     def test_lists_every_fault(self) -> None:
         """Every line is FAULT_ID, a tab, and comma-separated check instance ids; the profile's other
@@ -126,6 +126,7 @@ class TestFaultsCommand:
         expected = [f.id for f in REFERENCES["oroboros"].faults]
         expected += [f"oroboros-host:{f.id}" for f in REFERENCES["oroboros-host"].faults]
         expected += [f"oroboros-upstream:{f.id}" for f in REFERENCES["oroboros-upstream"].faults]
+        expected += [f"oroboros-upstream-host:{f.id}" for f in REFERENCES["oroboros-upstream-host"].faults]
         assert [line.split("\t")[0] for line in lines] == expected
         for line in lines:
             fault_id, _, trips = line.partition("\t")

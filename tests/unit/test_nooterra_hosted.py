@@ -337,7 +337,7 @@ class TestReport:
             "requiredMetrics": sorted(cfg.required_metrics),
             "rateLimitMode": "required",
             "rateLimitProbeRequests": 120,
-            "rateLimitProbePath": "/ops/status",
+            "rateLimitProbePath": "/capabilities",
             "runBackupRestore": False,
             "backupRestoreEvidencePath": None,
             "requireBackupRestore": False,
@@ -457,13 +457,20 @@ class TestReport:
         assert checks["rateLimitProbe"]["failureCode"] == "probe_unreachable"
 
     def test_a_check_without_target_fails_its_probe(self) -> None:
-        """A profile without ops token has no target for the token checks: their probes fail, never pass."""
+        """A profile without ops token has no target for the token checks: their probes fail, never pass. The
+        rate-limit burst goes to a public route, so it keeps its target; a result missing for it is not_run."""
         profile = load_profile("nooterra", environ={})
         results = {"nooterra.healthz.ok[api]": passing()["nooterra.healthz.ok[api]"]}
         report = build(results, profile)
         assert report["checks"]["healthz"]["ok"] is True
-        assert report["checks"]["rateLimitProbe"]["failureCode"] == "no_target"
+        assert report["checks"]["rateLimitProbe"]["failureCode"] == "not_run"
         assert "metrics check failed" in report["failures"]
+        authed = dataclasses.replace(
+            profile.nooterra,
+            rate_limit=dataclasses.replace(profile.nooterra.rate_limit, authenticated=True),
+        )
+        report = build(results, dataclasses.replace(profile, nooterra=authed))
+        assert report["checks"]["rateLimitProbe"]["failureCode"] == "no_target"
 
     def test_secrets_are_scrubbed_before_hashing(self) -> None:
         """A run-time secret inside an observation is masked, and the hash covers the masked report."""

@@ -107,6 +107,37 @@ class TestBucketLimit:
         assert limit.admits_at_most(60_000) == 660
 
 
+class TestRateLimitRoute:
+    """The burst goes to a cheap route the limiter charges, so a production-sized bucket can be emptied."""
+
+    def test_the_profile_bursts_the_public_static_route(self) -> None:
+        """GET /capabilities: charged to the tenant bucket before authentication (app.js:34704-34714), public
+        (app.js:34721) and static (app.js:35862); no ops token is sent, and none is needed to select the check."""
+        profile = nooterra(ops_token="")
+        probe = profile.nooterra.rate_limit
+        assert (probe.path, probe.authenticated, probe.tenant) == (
+            "/capabilities",
+            False,
+            "tenant_gates_rate_probe",
+        )
+        assert live_checks._api_with_rate_probe(profile) == [profile.service("api")]
+        burst = live_checks._burst(profile, profile.service("api"))
+        assert burst.request.url.endswith("/capabilities")
+        assert dict(burst.request.headers) == {"x-proxy-tenant-id": "tenant_gates_rate_probe"}
+
+    def test_an_authenticated_route_needs_the_token(self) -> None:
+        """A declared authenticated route sends the ops token, and without one the check is not selected."""
+        base = nooterra(ops_token="tok")
+        cfg = base.nooterra
+        authed = dataclasses.replace(cfg, rate_limit=dataclasses.replace(cfg.rate_limit, authenticated=True))
+        profile = dataclasses.replace(base, nooterra=authed)
+        assert ("x-proxy-ops-token", "tok") in live_checks._burst(
+            profile, profile.service("api")
+        ).request.headers
+        untokened = dataclasses.replace(profile, nooterra=dataclasses.replace(authed, ops_token=""))
+        assert live_checks._api_with_rate_probe(untokened) == []
+
+
 class TestStagingNotRequired:
     def test_without_staging_env_file_nooterra_live_does_not_require_it(self) -> None:
         """Separate staging is "Recommended production shape" (MINIMUM_PRODUCTION_TOPOLOGY.md:24-29), not a minimum."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,6 +28,8 @@ from conformance.errors import ConfigError, ProbeUnreachable, SpendNotAllowed, U
 from conformance.paidcall import Exchange, PaidCallEvidence, TokenFacts
 from conformance.redact import Redactor
 from gates.cli import run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GATE = "x402gate_0123456789abcdef01234567"
 RUN = f"x402_{GATE}"
@@ -99,7 +102,7 @@ def healthy(
     """The evidence of one conformant paid call of 500 cents with holdback ``holdback_bps``."""
     quote = {"schemaVersion": "ToolProviderQuotePayload.v1", "providerId": PROVIDER, "toolId": "exa.search", "amountCents": 500,
              "currency": "USD", "address": "ref:payee", "network": "loopback", "requestBindingMode": "none", "quoteRequired": False,
-             "spendAuthorizationMode": "optional", "quotedAt": iso(T0), "expiresAt": iso(T0 + 300)}  # fmt: skip
+             "spendAuthorizationMode": "optional", "quoteId": "pquote_1", "quotedAt": iso(T0), "expiresAt": iso(T0 + 300)}  # fmt: skip
     quote_sig = {"schemaVersion": "ToolProviderQuoteSignature.v1", "algorithm": "ed25519", "keyId": x402.key_id_from_pem(pem(provider_key)),
                  "signedAt": iso(T0), "nonce": "ab" * 16, "payloadHash": canonical_hash(quote),
                  "signatureBase64": base64.b64encode(sign(provider_key, canonical_hash(quote))).decode()}  # fmt: skip
@@ -144,7 +147,10 @@ def healthy(
     bindings = {"token": {"kid": kid, "sha256": token_sha, "expiresAt": iso(T0 + 301)}, "request": {"sha256": request},
                 "response": {"status": 200, "sha256": response},
                 "providerSig": {"required": True, "present": True, "verified": True, "providerKeyId": provider_sig["keyId"],
-                                "keyJwkThumbprintSha256": key_evidence["jwkThumbprintSha256"], "error": None}}  # fmt: skip
+                                "keyJwkThumbprintSha256": key_evidence["jwkThumbprintSha256"], "error": None},
+                "providerQuoteSig": {"required": True, "present": True, "verified": True, "providerKeyId": quote_sig["keyId"],
+                                     "quoteId": "pquote_1", "quoteSha256": quote_sig["payloadHash"], "error": None,
+                                     "keyJwkThumbprintSha256": key_evidence["jwkThumbprintSha256"]}}  # fmt: skip
     decision = {"schemaVersion": "SettlementDecisionRecord.v2", "decisionId": "dec_setl_1", "tenantId": "tenant_default", "runId": RUN,
                 "settlementId": f"setl_{RUN}", "verificationStatus": "green", "policyHashUsed": "a" * 64, "bindings": bindings,
                 "decidedAt": iso(T0 + 3)}  # fmt: skip
@@ -156,13 +162,15 @@ def healthy(
     settlement["receiptHash"] = x402.receipt_hash(settlement)
     evidence_refs = [f"http:request_sha256:{request}", f"http:response_sha256:{response}", "http:status:200",
                      f"provider:key_id:{provider_sig['keyId']}", f"provider:signed_at:{signed_at}", f"provider:nonce:{nonce}",
-                     f"provider:payload_sha256:{payload_hash}", f"provider:sig_b64:{provider_sig['signatureBase64']}"]  # fmt: skip
+                     f"provider:payload_sha256:{payload_hash}", f"provider:sig_b64:{provider_sig['signatureBase64']}",
+                     f"provider_quote:payload_sha256:{quote_sig['payloadHash']}", "provider_quote:quote_id:pquote_1"]  # fmt: skip
     receipt = {"schemaVersion": "X402ReceiptRecord.v1", "tenantId": "tenant_default", "receiptId": "rcpt_setl_1", "gateId": GATE, "runId": RUN,
                "payerAgentId": "agt_x402_payer_ak", "providerId": PROVIDER, "toolId": "exa.search", "settlementState": "released",
                "verificationStatus": "green", "evidenceRefs": evidence_refs,
                "verificationContext": {"schemaVersion": "X402GateVerificationContext.v1", "providerSigningKey": key_evidence,
-                                       "providerQuoteSigningKey": None},
-               "bindings": bindings, "providerSignature": provider_sig, "decisionRecord": decision, "settlementReceipt": settlement}  # fmt: skip
+                                       "providerQuoteSigningKey": key_evidence},
+               "bindings": bindings, "providerSignature": provider_sig,
+               "providerQuotePayload": quote, "providerQuoteSignature": {**quote_sig, "quoteId": "pquote_1"}, "decisionRecord": decision, "settlementReceipt": settlement}  # fmt: skip
     settlement_headers = (
         ("x-nooterra-gate-id", GATE), ("x-nooterra-response-sha256", response), ("x-nooterra-settlement-status", "released"),
         ("x-nooterra-released-amount-cents", str(500 - held)), ("x-nooterra-refunded-amount-cents", str(held)),
@@ -540,6 +548,7 @@ class TestPaid:
                 "provider_signature_key_not_pinned",
                 "embedded_key_not_pinned",
             },
+            "x402.receipt.quote_signature": {"provider_quote_key_not_pinned"},
         }
 
     def test_rotated_key_pinned(self) -> None:
@@ -705,6 +714,119 @@ class TestReceipt:
             token_value=None,
         )
         assert failing(e) == {"x402.receipt.pay_token": {"pay_token_ttl_exceeds_contract"}}
+
+
+def _quote_sig(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda r: edit(r["providerQuoteSignature"])
+
+
+def _resealed_quote(change: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """The quote payload changed and re-signed by the provider, hash and id bindings left as they were."""
+
+    def edit(r: dict[str, Any]) -> None:
+        r["providerQuotePayload"].update(change)
+        digest = canonical_hash(r["providerQuotePayload"])
+        r["providerQuoteSignature"]["payloadHash"] = digest
+        r["providerQuoteSignature"]["signatureBase64"] = base64.b64encode(sign(PROVIDER_KEY, digest)).decode()
+
+    return edit
+
+
+def _evidence(prefix: str, value: str) -> Callable[[dict[str, Any]], None]:
+    def edit(r: dict[str, Any]) -> None:
+        r["evidenceRefs"] = [x for x in r["evidenceRefs"] if not x.startswith(prefix)] + [prefix + value]
+
+    return edit
+
+
+class TestQuoteSignature:
+    """x402.receipt.quote_signature reports, by name, every error upstream's receipt verifier gives a quote
+    signature (src/core/x402-receipt-verifier.js:357-447), and nothing else fails with it."""
+
+    @pytest.mark.parametrize(
+        ("edit", "codes"),
+        [
+            # upstream's gateway drops the algorithm (services/x402-gateway/src/server.js:378-385, :952)
+            (_quote_sig(lambda s: s.__setitem__("algorithm", "")),
+             {"provider_quote_signature_parse_failed", "provider_quote_signature_crypto_invalid"}),
+            (_quote_sig(lambda s: s.__setitem__("schemaVersion", "ToolProviderQuoteSignature.v0")),
+             {"provider_quote_signature_parse_failed", "provider_quote_signature_crypto_invalid"}),
+            (_quote_sig(lambda s: s.__setitem__("payloadHash", "not-hex")),
+             {"provider_quote_signature_parse_failed", "provider_quote_signature_crypto_invalid"}),
+            (lambda r: r["providerQuotePayload"].__setitem__("currency", "US"),
+             {"provider_quote_signature_parse_failed", "provider_quote_signature_crypto_invalid"}),
+            (_quote_sig(lambda s: s.__setitem__("signatureBase64", base64.b64encode(b"x" * 64).decode())),
+             {"provider_quote_signature_crypto_invalid"}),
+            (lambda r: r["providerQuotePayload"].__setitem__("amountCents", 450),
+             {"provider_quote_signature_crypto_invalid", "provider_quote_signature_hash_mismatch",
+              "provider_quote_evidence_hash_mismatch"}),
+            (lambda r: r["bindings"]["providerQuoteSig"].__setitem__("quoteSha256", "b" * 64),
+             {"provider_quote_signature_hash_mismatch"}),
+            (_evidence("provider_quote:payload_sha256:", "c" * 64), {"provider_quote_evidence_hash_mismatch"}),
+            (lambda r: r["bindings"]["providerQuoteSig"].__setitem__("quoteId", "pquote_2"),
+             {"provider_quote_id_mismatch"}),
+            (_evidence("provider_quote:quote_id:", "pquote_3"), {"provider_quote_evidence_id_mismatch"}),
+            (_resealed_quote({"quoteId": "pquote_4"}),
+             {"provider_quote_signature_hash_mismatch", "provider_quote_evidence_hash_mismatch",
+              "provider_quote_id_mismatch", "provider_quote_evidence_id_mismatch"}),
+            (lambda r: r.pop("providerQuotePayload"), {"provider_quote_signature_material_missing"}),
+        ],
+    )  # fmt: skip
+    def test_upstream_codes_are_named(self, edit: Callable[[dict[str, Any]], None], codes: set[str]) -> None:
+        """Each defect fails exactly x402.receipt.quote_signature, with upstream's code(s) for it."""
+        assert failing(with_receipt(healthy(), edit)) == {"x402.receipt.quote_signature": codes}
+
+    def test_upstream_receipt_shape_is_refused(self) -> None:
+        """The receipt upstream's gateway writes (algorithm "") fails as upstream's verifier fails it, while the
+        Ed25519 bytes themselves would verify: the refusal is upstream's parse rule, not a crypto failure of ours."""
+        e = with_receipt(healthy(), _quote_sig(lambda s: s.__setitem__("algorithm", "")))
+        findings = {f.prop: f for f in paidcall.evaluate("x402.receipt.quote_signature", e)}
+        assert findings["receipt.quote_signature_form"].code == "provider_quote_signature_parse_failed"
+        assert "algorithm must be ed25519" in findings["receipt.quote_signature_form"].message
+        assert findings["receipt.quote_key_pinned"].status == "pass"
+
+    def test_no_quote_nothing_to_reverify(self) -> None:
+        """Without a quote anywhere (none offered, none bound) the check passes; the offer check judges the 402."""
+
+        def unquoted(r: dict[str, Any]) -> None:
+            for key in ("providerQuotePayload", "providerQuoteSignature"):
+                r.pop(key)
+            r["bindings"].pop("providerQuoteSig")
+
+        e = with_headers(
+            with_receipt(healthy(), unquoted), "first-call", _del("x-nooterra-provider-quote-signature")
+        )
+        assert "x402.receipt.quote_signature" not in failing(e)
+        assert [f.prop for f in paidcall.evaluate("x402.receipt.quote_signature", e)] == [
+            "receipt.quote_material"
+        ]
+
+
+class TestUpstreamVerifierMap:
+    """The verdict table's map from upstream's receipt-verifier codes to our checks names real codes of ours."""
+
+    def test_every_named_code_is_one_we_report(self) -> None:
+        """Each `names` entry is a failure code the suite's source emits, and no upstream code is a listed gap."""
+        table = yaml.safe_load((ROOT / "tests/upstream/nooterra_upstream_verdicts.yaml").read_text())
+        verifier = table["receiptVerifier"]
+        source = "".join(p.read_text() for p in (ROOT / "conformance").rglob("*.py"))
+        for code, mapped in verifier["codes"].items():
+            assert mapped["check"].split("[", 1)[0] in paidcall.PROPERTIES, code
+            for name in mapped["names"]:
+                emitted = f'"{name}"' in source or any(  # codes built as f"{kind}_{suffix}"
+                    name == f"{kind}_{suffix}" and f'"{kind}"' in source
+                    for kind in ("decision_record", "settlement_receipt", "request_hash", "response_hash")
+                    for suffix in ("hash_mismatch", "hash_invalid", "binding_mismatch")
+                )
+                assert emitted, (code, name)
+        assert verifier["gaps"] == {}
+
+    def test_missing_embedded_provider_key_is_reported(self) -> None:
+        """A receipt without the provider key upstream's verifier needs fails as upstream fails it."""
+        e = with_receipt(
+            healthy(), lambda r: r["verificationContext"].__setitem__("providerSigningKey", None)
+        )
+        assert failing(e) == {"x402.receipt.provider_signature": {"provider_signature_key_missing"}}
 
 
 class TestReplay:

@@ -87,11 +87,11 @@ def test_rollup_report_hash_binds_component_hashes(tmp_path: Path) -> None:
     assert made[0] != made[1]
 
 
-def test_builtin_readiness_lists_six_components() -> None:
-    """The oroboros production-readiness roll-up decides over the six component gates."""
+def test_builtin_readiness_lists_seven_components() -> None:
+    """The oroboros production-readiness roll-up decides over the seven component gates."""
     gate = load_gate("production-readiness")
     assert gate.components == ("runtime-health", "runtime-topology", "maintenance-timers", "preview-slots",
-                               "worker-guardrails", "deploy-rollback")  # fmt: skip
+                               "worker-guardrails", "deploy-rollback", "running-state")  # fmt: skip
     assert gate.requires == ()
 
 

@@ -56,10 +56,12 @@ SAMPLE = (
 # verdict table's race "rate-limit-burst-timing"): that says nothing about a fault, so wherever the check is
 # not declared, and in the baseline, that outcome is not counted.
 INCONCLUSIVE = {"nooterra.rate_limit.enforced[api]": "error"}
+# GATES_UPSTREAM_FAULTS: "all", or fault ids separated by commas (default: the sample)
+_WANTED = os.environ.get("GATES_UPSTREAM_FAULTS", "")
 CHOSEN = (
     faults.FAULTS
-    if os.environ.get("GATES_UPSTREAM_FAULTS") == "all"
-    else tuple(f for f in faults.FAULTS if f.id in SAMPLE)
+    if _WANTED == "all"
+    else tuple(f for f in faults.FAULTS if f.id in (set(_WANTED.split(",")) if _WANTED else set(SAMPLE)))
 )
 
 pytestmark = pytest.mark.skipif(
@@ -93,20 +95,25 @@ def gates_for(trips: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Instance:
-    """The running reference: its state directory, its run arguments without gates, and its baseline."""
+    """The running reference: its state directory, its run arguments without gates, and its baseline (drills
+    and the paid call included)."""
 
     state: Path
     args: tuple[str, ...]
     baseline: frozenset[str]  # check instances that do not pass on the healthy reference
 
 
-def certify(args: tuple[str, ...], gates: tuple[str, ...], out: Path, *, paid: bool) -> dict[str, str]:
+def certify(
+    args: tuple[str, ...], gates: tuple[str, ...], out: Path, *, paid: bool, drills: bool = False
+) -> dict[str, str]:
     """Certify ``gates`` (each run with its own paid path: a new gate at the gateway); the non-passing checks."""
     argv = [sys.executable, "-m", "gates", "run", *args, *(x for g in gates for x in ("--gate", g)),
             "--set", f"paid.path=/exa/search?q=fault-{uuid.uuid4().hex[:12]}&numResults=1",
             "--out", str(out), "--quiet"]  # fmt: skip
     if paid:
         argv += ["--allow-spend-cents", str(REF.spend_cents)]
+    if drills:
+        argv += ["--allow-drills"]
     env = {**os.environ, **dict(REF.environment)}
     done = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode in (0, 1), done.stderr[-2000:]
@@ -126,7 +133,9 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     gate_at = {i for i, a in enumerate(args) if a == "--gate"}
     plain = tuple(a for i, a in enumerate(args) if i not in gate_at and i - 1 not in gate_at)
     try:
-        baseline = conclusive(certify(plain, PROFILE_GATES, tmp_path_factory.mktemp("baseline"), paid=True))
+        baseline = conclusive(
+            certify(plain, PROFILE_GATES, tmp_path_factory.mktemp("baseline"), paid=True, drills=True)
+        )
         yield Instance(state=state, args=plain, baseline=frozenset(baseline))
     finally:
         deployment.down(state)
@@ -145,6 +154,7 @@ def test_catalogue_is_registered_and_well_formed() -> None:
         assert fault.trips == tuple(sorted(set(fault.trips))), fault.id
         assert {t.split("[", 1)[0] for t in fault.trips} <= known, fault.id
         assert fault.paid == any(t.startswith("x402.") for t in fault.trips), fault.id
+        assert fault.drill == any(t.startswith("upgrade.drill.") for t in fault.trips), fault.id
 
 
 @pytest.mark.parametrize("fault", CHOSEN, ids=lambda f: f.id)
@@ -153,7 +163,7 @@ def test_fault_trips_exactly_its_checks(fault: faults.Fault, instance: Instance,
     gates = gates_for(fault.trips)
     fault.apply(instance.state)
     try:
-        seen = certify(instance.args, gates, tmp_path, paid=fault.paid)
+        seen = certify(instance.args, gates, tmp_path, paid=fault.paid, drills=fault.drill)
     finally:
         fault.revert(instance.state)
     tripped = {c: s for c, s in conclusive(seen, fault.trips).items() if c not in instance.baseline}
@@ -164,5 +174,5 @@ def test_fault_trips_exactly_its_checks(fault: faults.Fault, instance: Instance,
 
 def test_reverted_reference_is_its_baseline(instance: Instance, tmp_path: Path) -> None:
     """After every fault was reverted (this runs last), the whole profile certifies as the baseline did."""
-    after = conclusive(certify(instance.args, PROFILE_GATES, tmp_path, paid=True))
+    after = conclusive(certify(instance.args, PROFILE_GATES, tmp_path, paid=True, drills=True))
     assert sorted(after) == sorted(instance.baseline), json.dumps(after, indent=1)

@@ -150,6 +150,24 @@ class TestHealthy:
         assert {c: healthy.statuses.get(c) for c in mapped} == dict.fromkeys(mapped, "pass")
 
 
+def test_secret_canary_in_an_env_file_reaches_no_artifact(inst: dep.Instance, tmp_path: Path) -> None:
+    """A password only api.env holds (the running api never loaded it) is compared by digest and written nowhere."""
+    canary = "canary-Zq7xK2pW9m"
+    file = inst.layout.env_dir / "api.env"
+    saved = file.read_bytes()
+    url = f"DATABASE_URL=postgresql+psycopg://postgres:{canary}@127.0.0.1:5432/builder_control"
+    file.write_text(re.sub(r"(?m)^DATABASE_URL=.*$", url, file.read_text()))
+    try:
+        seen = observe(inst, tmp_path)
+    finally:
+        file.write_bytes(saved)
+    assert seen.statuses["process.env.matches_file[api]"] == "fail"
+    assert seen.statuses["config.env.values_exact[api]"] == "fail"
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) >= 5
+    assert [str(p) for p in files if canary in p.read_text(errors="replace")] == []
+
+
 @pytest.mark.parametrize("fault", faults.FAULTS, ids=lambda f: f.id)
 def test_fault_trips_exactly_its_checks_and_upstream_agrees(
     fault: faults.Fault, inst: dep.Instance, healthy: Observation, tmp_path: Path
