@@ -88,9 +88,10 @@ class TestHealthyReference:
         assert sorted(p.name for p in (tmp_path / "gates").iterdir()) == ["runtime-health.json"]
 
     def test_secret_canary_never_reaches_artifacts(self, healthy: list[str], tmp_path: Path) -> None:
-        """A secret supplied at run time appears in no file the run writes, even when checks fail on it."""
+        """A secret supplied at run time appears in no file the run writes, nor on its console, even when checks
+        fail on it."""
         canary = "canary-Zq7xK2pW9m"
-        code, _, _ = run_cli(
+        code, stdout, stderr = run_cli(
             "run", *healthy, "--gate", "running-state", "--set", f"postgres.password={canary}",
             "--out", str(tmp_path), "--quiet",
         )  # fmt: skip
@@ -102,6 +103,8 @@ class TestHealthyReference:
         assert len(files) >= 5
         leaked = [str(p) for p in files if canary in p.read_text(errors="replace")]
         assert leaked == []
+        assert "blocking" in stdout
+        assert canary not in stdout + stderr
 
 
 @pytest.mark.parametrize("fault", REF.faults, ids=lambda f: f.id)
