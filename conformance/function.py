@@ -20,7 +20,8 @@ import jsonschema
 from conformance.yamlsource import PathKey
 
 if TYPE_CHECKING:
-    from conformance.profile import Service, _Resolver
+    from conformance.profile import Service
+    from conformance.profile.resolver import Resolver
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
@@ -70,7 +71,7 @@ def head_lines(text: str) -> tuple[str, ...]:
     return tuple(sorted({line.split()[0] for line in text.splitlines() if line.split()}))
 
 
-def _identifier(r: _Resolver, raw: Any, path: PathKey) -> str:
+def _identifier(r: Resolver, raw: Any, path: PathKey) -> str:
     text = r.text(raw, path)
     if not _IDENTIFIER.fullmatch(text):
         raise r.fail(path, f"expected an SQL identifier (letters, digits, '_'), got {text!r}")
@@ -78,7 +79,7 @@ def _identifier(r: _Resolver, raw: Any, path: PathKey) -> str:
 
 
 def schema_heads(
-    r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]
+    r: Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]
 ) -> tuple[SchemaHead, ...]:
     """Parse ``schemaHeads``; an entry whose ``expected.command`` is empty declares nothing."""
     by_name = {s.name: s for s in services}
@@ -125,7 +126,7 @@ def schema_heads(
 
 
 def api_requests(
-    r: _Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]
+    r: Resolver, raws: Sequence[Mapping[str, Any]], services: Sequence[Service]
 ) -> tuple[ApiRequest, ...]:
     """Parse ``requests``: each names an http service, a path and a valid JSON Schema. A request with a header
     whose value resolves empty (a token the run was not given) declares nothing."""
@@ -165,7 +166,7 @@ def api_requests(
     return tuple(out)
 
 
-def _unique_names(values: Sequence[str], where: str, what: str, r: _Resolver) -> None:
+def _unique_names(values: Sequence[str], where: str, what: str, r: Resolver) -> None:
     seen: set[str] = set()
     for i, value in enumerate(values):
         if value in seen:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import socket
 import ssl
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 
@@ -23,22 +19,9 @@ from conformance.errors import (
     is_refusal,
 )
 from conformance.probes.base import Context
+from conformance.probes.pgsession import pg_session
 from conformance.probes.resp import RespConnection
 from conformance.profile import ProbeSettings
-
-
-def _conninfo(address: str, port: int, dbname: str, user: str, password: str | None, timeout: float) -> str:
-    return psycopg.conninfo.make_conninfo(
-        host=address,
-        port=str(port),
-        dbname=dbname,
-        user=user,
-        password=password or None,
-        connect_timeout=str(max(2, math.ceil(timeout))),  # libpq treats anything below 2 s as 2 s
-        application_name="gates-conformance",
-        sslmode="prefer",
-    )
-
 
 _SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # length 8, code 80877103: one byte answers it
 _PROTOCOL_3 = 196608
@@ -163,32 +146,6 @@ def _ping(address: str, port: int, user: str, dbname: str, what: str, settings: 
         raise ProbeUnreachable(f"{what}: {exc.strerror or exc}") from None
 
 
-class _Watchdog:
-    """Cuts a connection's socket at the probe's deadline, so a server that stops answering mid-query
-    cannot hold the probe: libpq has no client-side read timeout."""
-
-    def __init__(self, conn: psycopg.Connection[Any], deadline_s: float) -> None:
-        self.fired = False
-        self._fd = conn.pgconn.socket
-        self._timer = threading.Timer(deadline_s, self._cut)
-        self._timer.daemon = True
-
-    def _cut(self) -> None:
-        self.fired = True
-        try:
-            with socket.socket(fileno=os.dup(self._fd)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PgPingResult:
     """What ``PQping``'s exchange (the engine of ``pg_isready``) showed: accepting or rejecting."""
@@ -239,18 +196,12 @@ class PgConnect:
     def observe(self, ctx: Context) -> PgSession:
         """Connect; a server that answered with a refusal is an observation, silence is not."""
         ping = PgPing(address=self.address, port=self.port, dbname=self.dbname, user=self.user).observe(ctx)
-        address, port = ctx.dial(self.address, self.port)
-        info = _conninfo(address, port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s)
-        watchdog: _Watchdog | None = None
+        where = f"postgres at {self.address}:{self.port}"
         try:
-            with (
-                psycopg.connect(info, autocommit=True) as conn,
-                _Watchdog(conn, ctx.settings.deadline_s) as watchdog,
-            ):
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false)",
-                    (str(int(ctx.settings.read_timeout_s * 1000)),),
-                )
+            with pg_session(
+                ctx, address=self.address, port=self.port, dbname=self.dbname, user=self.user,
+                password=self.password, where=where,
+            ) as conn:  # fmt: skip
                 row = conn.execute("SELECT current_database(), pg_is_in_recovery()").fetchone()
                 assert row is not None
                 tables = None
@@ -268,17 +219,11 @@ class PgConnect:
                     server_version=conn.info.server_version,
                     schema_tables=tables,
                 )
-        except psycopg.errors.QueryCanceled as exc:
-            raise ProbeTimeout(f"postgres at {self.address}:{self.port}: query timed out") from exc
         except psycopg.OperationalError as exc:
-            if watchdog is not None and watchdog.fired:
-                raise ProbeTimeout(
-                    f"postgres at {self.address}:{self.port}: no answer within the {ctx.settings.deadline_s:g}s deadline"
-                ) from exc
             if ping.status == "accepting" or ping.status == "rejecting":
-                message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                return PgSession(connected=False, error=message.replace(self.password or "\0", "<redacted>"))
-            raise ProbeUnreachable(f"postgres at {self.address}:{self.port}: {exc}") from exc
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                return PgSession(connected=False, error=last.replace(self.password or "\0", "<redacted>"))
+            raise ProbeUnreachable(f"{where}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,8 +28,8 @@ import psycopg
 
 from conformance.errors import ProbeError
 from conformance.probes.base import Context
-from conformance.probes.datastores import _conninfo
 from conformance.probes.http import HttpGet
+from conformance.probes.pgsession import conninfo
 
 _WATCHED_RUN = r"""cur="$1"; marker="$2"; limit="$3"; cmd="$4"
 log=$(mktemp /tmp/gates-drill.XXXXXX) && out=$(mktemp /tmp/gates-drill.XXXXXX) && err=$(mktemp /tmp/gates-drill.XXXXXX) \
@@ -169,7 +169,7 @@ class DeployRollbackDrill:
         self._preflight(ctx)
         address, port = ctx.dial(self.registry_address, self.registry_port)
         reg = _Registry(
-            _conninfo(address, port, self.registry_db, self.registry_user, self.registry_password, 5.0),
+            conninfo(address, port, self.registry_db, self.registry_user, self.registry_password, 5.0),
             self.registry_table,
             f"{self.registry_db}.{self.registry_table}",
         )

@@ -10,7 +10,7 @@ from psycopg import sql
 from conformance.errors import ProbeError, ProbeTimeout, ProbeUnreachable, Undetermined
 from conformance.function import head_lines
 from conformance.probes.base import Context
-from conformance.probes.datastores import _conninfo, _Watchdog
+from conformance.probes.pgsession import message, pg_session
 
 # The command's output, bounded; its exit code is the last line.
 _RUN = 'out=$(timeout "$1" sh -c "$2" 2>&1); rc=$?; printf \'%s\\n\' "$out" | head -c 65536; echo; echo "gates-rc=$rc"'
@@ -73,19 +73,12 @@ class MigrationsTable:
 
     def observe(self, ctx: Context) -> AppliedMigrations:
         """Read the column; a missing table is an observation, a database we cannot log in to is not."""
-        address, port = ctx.dial(self.address, self.port)
-        info = _conninfo(address, port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s)
         where = f"postgres at {self.address}:{self.port}/{self.dbname}"
-        watchdog: _Watchdog | None = None
         try:
-            with (
-                psycopg.connect(info, autocommit=True) as conn,
-                _Watchdog(conn, ctx.settings.deadline_s) as watchdog,
-            ):
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false)",
-                    (str(int(ctx.settings.read_timeout_s * 1000)),),
-                )
+            with pg_session(
+                ctx, address=self.address, port=self.port, dbname=self.dbname, user=self.user,
+                password=self.password, where=where,
+            ) as conn:  # fmt: skip
                 found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.qualified,)).fetchone()
                 if found is None or not found[0]:
                     return AppliedMigrations(table_found=False, applied=())
@@ -95,17 +88,8 @@ class MigrationsTable:
                 return AppliedMigrations(
                     table_found=True, applied=tuple(sorted({str(r[0]) for r in rows if r[0] is not None}))
                 )
-        except psycopg.errors.QueryCanceled as exc:
-            raise ProbeTimeout(f"{where}: query timed out") from exc
         except psycopg.Error as exc:
-            if watchdog is not None and watchdog.fired:
-                raise ProbeTimeout(f"{where}: no answer within {ctx.settings.deadline_s:g}s") from exc
-            message = (
-                " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-            )
-            raise ProbeUnreachable(
-                f"{where}: {message.replace(self.password or chr(0), '<redacted>')}"
-            ) from exc
+            raise ProbeUnreachable(f"{where}: {message(exc, self.password)}") from exc
 
 
 def heads_of(out: CommandOutput) -> tuple[str, ...]:

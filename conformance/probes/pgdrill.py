@@ -46,7 +46,7 @@ from conformance import _schemas
 from conformance.canonical import canonical_hash, canonical_json
 from conformance.errors import DrillRefused, ProbeError, ProbeTimeout, ProbeUnreachable
 from conformance.probes.base import Context
-from conformance.probes.datastores import _conninfo
+from conformance.probes.pgsession import conninfo
 
 MANIFEST_SCHEMA_VERSION = "SelfHostUpgradeBackupManifest.v1"
 MANIFEST_SCHEMA = "self-host-upgrade-backup-manifest"
@@ -415,7 +415,7 @@ class PgUpgradeDrill:
 
     def _connect(self, ctx: Context, dbname: str) -> psycopg.Connection[Any]:
         address, port = ctx.dial(self.address, self.port)
-        info = _conninfo(address, port, dbname, self.user, self.password, ctx.settings.connect_timeout_s)
+        info = conninfo(address, port, dbname, self.user, self.password, ctx.settings.connect_timeout_s)
         with _db(f"{dbname} at {self.address}:{self.port}"):
             conn = psycopg.connect(info, autocommit=True)
             # Row text must not depend on the session: one time zone, one float and bytea format.

@@ -13,10 +13,10 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from conformance.errors import ProbeError, ProbeTimeout, ProbeUnreachable
+from conformance.errors import ProbeError, ProbeUnreachable
 from conformance.loops import LogSignal
 from conformance.probes.base import Context
-from conformance.probes.datastores import _conninfo, _Watchdog
+from conformance.probes.pgsession import message, pg_session
 
 _LOG = r"""date +%s.%N
 echo "--gates-log--"
@@ -137,29 +137,17 @@ class LoopRows:
 
     def observe(self, ctx: Context) -> ProgressSample:
         """Connect, ``SET TRANSACTION READ ONLY``, one SELECT."""
-        address, port = ctx.dial(self.address, self.port)
-        info = _conninfo(address, port, self.dbname, self.user, self.password, ctx.settings.connect_timeout_s)
         where = f"{self.table} on {self.address}:{self.port}/{self.dbname}"
-        watchdog: _Watchdog | None = None
         try:
-            with psycopg.connect(info) as conn, _Watchdog(conn, ctx.settings.deadline_s) as watchdog:
-                conn.execute("SET TRANSACTION READ ONLY")
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)",
-                    (str(int(ctx.settings.read_timeout_s * 1000)),),
-                )
+            with pg_session(
+                ctx, address=self.address, port=self.port, dbname=self.dbname, user=self.user,
+                password=self.password, where=where, read_only=True,
+            ) as conn:  # fmt: skip
                 row = conn.execute(self.query()).fetchone()
-                conn.rollback()
-        except psycopg.errors.QueryCanceled as exc:
-            raise ProbeTimeout(f"{where}: query timed out") from exc
         except psycopg.OperationalError as exc:
-            if watchdog is not None and watchdog.fired:
-                raise ProbeTimeout(f"{where}: no answer within {ctx.settings.deadline_s:g}s") from exc
-            raise ProbeUnreachable(
-                f"{where}: {str(exc).strip().replace(self.password or chr(0), '<redacted>')}"
-            ) from exc
+            raise ProbeUnreachable(f"{where}: {message(exc, self.password)}") from exc
         except psycopg.Error as exc:
-            raise ProbeError(f"{where}: {str(exc).strip()}") from exc
+            raise ProbeError(f"{where}: {message(exc, self.password)}") from exc
         assert row is not None
         return ProgressSample(
             source=f"table {self.table} ({self.time_column})",
