@@ -18,7 +18,9 @@ evidence to ``<evidence>/health-drill/timings.json`` (schema ``health-drill-timi
 from __future__ import annotations
 
 import json
+import math
 import re
+import secrets
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ from conformance.probes.http import HttpGet, HttpResponse
 from conformance.profile import HttpExpectation
 
 SUBDIR = "health-drill"
+WATCHDOG = "gates-health-drill-watchdog"
 TIMINGS = "timings.json"
 TIMINGS_SCHEMA_VERSION = "GatesHealthDrillTimings.v1"
 GREEN = "green"
@@ -49,6 +52,17 @@ for p in $all; do
 done
 kill -"$sig" $all || exit 5
 echo "$all" | wc -w
+"""
+
+# A dead man's switch on the target, armed before a dependency is taken away: unless the drill disarms it, it puts
+# the dependency back itself after "$2" seconds, so a run that is killed or loses its connection mid-drill does not
+# leave the deployment without it. It runs in its own session with its own stdio, so arming returns at once, and is
+# known by the name "$1" (a marker and a token unique to the arming).
+_ARM = r"""setsid bash -c 'sleep "$1" && eval "$2"' "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &
+"""
+# Disarm the switch named gates-health-drill-watchdog-"$1" (the name is put together here, so this command's own
+# arguments never match it): "disarmed", or "fired" when it is no longer there to disarm.
+_DISARM = r"""if pkill -TERM -f -- "gates-health-drill-watchdog-$1"; then echo disarmed; else echo fired; fi
 """
 
 # Whether the processes listening on a port are stopped (state T): "none", "running" or "stopped".
@@ -152,6 +166,7 @@ class HealthDependencyDrill:
     restore_s: int
     interval_ms: int
     timeout_s: int
+    watchdog_margin_s: int = 30  # how long after the drill's own put-back was due the target's switch fires
 
     def observe(self, ctx: Context) -> HealthDrillRecord:
         """Run the drill; each dependency is put back before the next is taken away."""
@@ -243,6 +258,28 @@ class HealthDependencyDrill:
             return f"bash -c {shlex.quote(_SIGNAL)} gates-freeze {dep.port} {'STOP' if away else 'CONT'}"
         return dep.stop if away else dep.start
 
+    def _arm(self, ctx: Context, dep: DependencySpec) -> tuple[str, int] | str:
+        """Arm the target's switch that puts ``dep`` back: (its token, seconds), or why it could not be armed."""
+        token = secrets.token_hex(8)
+        after_s = self.timeout_s + max((d.bound_s for d in dep.dependents), default=0)
+        after_s += math.ceil(ctx.settings.deadline_s) + self.watchdog_margin_s
+        back = self._command(dep, away=False)
+        try:
+            r = ctx.host.run("bash -c %s gates-arm %s %s %s", _ARM, f"{WATCHDOG}-{token}", str(after_s), back)
+        except ProbeError as exc:
+            return f"cannot arm the switch that puts {dep.name} back on the target: {exc}"
+        if r.rc != 0:
+            return f"cannot arm the switch that puts {dep.name} back on the target: exit {r.rc} {r.stderr[-200:]}"
+        return token, after_s
+
+    def _disarm(self, ctx: Context, token: str) -> str:
+        """``disarmed``; ``fired`` when the switch already put the dependency back; or why it is not known."""
+        try:
+            r = ctx.host.run("bash -c %s gates-disarm %s", _DISARM, token)
+        except ProbeError as exc:
+            return f"unknown: {exc}"
+        return r.stdout.strip() or f"unknown: exit {r.rc}"
+
     def _run(self, ctx: Context, dep: DependencySpec, *, away: bool) -> dict[str, Any]:
         command = self._command(dep, away=away)
         shown = {"unit": command, "freeze": f"SIG{'STOP' if away else 'CONT'} to what listens on :{dep.port}"}
@@ -289,6 +326,11 @@ class HealthDependencyDrill:
         if not_green:
             record["refused"] = f"health not green before the drill: {not_green}"
             return record, {}
+        armed = self._arm(ctx, dep)
+        if isinstance(armed, str):
+            record["refused"] = armed
+            return record, {}
+        token, after_s = armed
         taken = self._run(ctx, dep, away=True)
         record["takeAway"] = taken
         t0 = time.monotonic()
@@ -307,6 +349,7 @@ class HealthDependencyDrill:
                         times["noticedMs"][name] = None if at_ms is None else round(at_ms)
                         times["asks"][name] = asks
         finally:
+            record["watchdog"] = {"afterSeconds": after_s, "state": self._disarm(ctx, token)}
             put = self._run(ctx, dep, away=False)
         record["noticed"] = noticed
         record["putBack"] = put

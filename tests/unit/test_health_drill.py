@@ -8,13 +8,14 @@ the snapshots show are asserted.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -245,7 +246,16 @@ def deployment(tmp_path: Path) -> Iterator[dict[str, int]]:
                 subprocess.run(["kill", "-KILL", *_pids(port)], check=False)
 
 
-def _drill(ports: dict[str, int], method: str, *, stop: str = "", start: str = "") -> HealthDependencyDrill:
+def _drill(
+    ports: dict[str, int],
+    method: str,
+    *,
+    stop: str = "",
+    start: str = "",
+    vacuous_s: int = 1,
+    margin_s: int = 30,
+    timeout_s: int = 20,
+) -> HealthDependencyDrill:
     want = HttpExpectation(method="GET", path="/health", status=200, body="ok\n", content_type=None)
     answers = tuple(
         Answer(name=n, address="127.0.0.1", port=ports[n], expect=want) for n in ("checks", "vacuous")
@@ -262,14 +272,15 @@ def _drill(ports: dict[str, int], method: str, *, stop: str = "", start: str = "
                 start=start,
                 dependents=(
                     DependentSpec(answer="checks", bound_s=5),
-                    DependentSpec(answer="vacuous", bound_s=1),
+                    DependentSpec(answer="vacuous", bound_s=vacuous_s),
                 ),
             ),
         ),
         listeners=tuple(ports.items()),
         restore_s=5,
         interval_ms=100,
-        timeout_s=20,
+        timeout_s=timeout_s,
+        watchdog_margin_s=margin_s,
     )
 
 
@@ -342,6 +353,32 @@ class TestDrill:
         ]
         assert set(rec.dependency("dep")["greenAgain"].values()) == {GREEN}
 
+    def test_the_switch_is_disarmed_when_the_drill_puts_back_itself(
+        self, deployment: dict[str, int], tmp_path: Path
+    ) -> None:
+        rec = _drill(deployment, "freeze").observe(_ctx(tmp_path)).dependency("dep")
+        assert rec["watchdog"] == {"afterSeconds": 20 + 5 + 2 + 30, "state": "disarmed"}
+        assert _watchdogs(deployment["dep"]) == []
+
+    def test_a_drill_killed_mid_freeze_leaves_the_dependency_frozen_only_until_the_switch_fires(
+        self, deployment: dict[str, int], tmp_path: Path
+    ) -> None:
+        """The run dies while the dependency is frozen (the vacuous answer's bound holds the drill there): the
+        switch armed on the target sends SIGCONT itself, and nothing of it remains."""
+        drill = _drill(
+            deployment, "freeze", vacuous_s=12, margin_s=1, timeout_s=2
+        )  # the switch fires after 17 s
+        run = multiprocessing.get_context("fork").Process(target=drill.observe, args=(_ctx(tmp_path),))
+        run.start()
+        try:
+            assert _until(lambda: _state(deployment["dep"]) == "stopped", 30), "the drill never froze dep"
+        finally:
+            run.kill()
+            run.join()
+        assert _watchdogs(deployment["dep"]) != []  # the switch outlives the run that armed it
+        assert _until(lambda: _state(deployment["dep"]) == "running", 60), "dep stayed frozen"
+        assert _until(lambda: _watchdogs(deployment["dep"]) == [], 30)
+
     def test_nothing_is_taken_away_from_a_deployment_that_is_not_green(
         self, deployment: dict[str, int], tmp_path: Path
     ) -> None:
@@ -359,3 +396,28 @@ def _pids(port: int) -> list[str]:
         ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout
     return sorted(set(re.findall(r"pid=(\d+)", out)))
+
+
+def _state(port: int) -> str:
+    """``stopped`` when a process listening on ``port`` is stopped (state T), else ``running``."""
+    stats = [
+        subprocess.run(["ps", "-o", "stat=", "-p", pid], capture_output=True, text=True).stdout
+        for pid in _pids(port)
+    ]
+    return "stopped" if any(s.strip().startswith("T") for s in stats) else "running"
+
+
+def _watchdogs(port: int) -> list[str]:
+    """The pids of the drill's switches alive on this machine that would thaw what listens on ``port``."""
+    pattern = f"gates-health-drill-watchdog-[0-9a-f]+ .* gates-freeze {port} CONT"
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+
+
+def _until(condition: Callable[[], bool], within_s: float) -> bool:
+    """Whether ``condition`` holds within ``within_s`` seconds (asked every 0.1 s)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
