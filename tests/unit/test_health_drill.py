@@ -24,6 +24,7 @@ from conformance import _schemas
 from conformance.checks import catalog
 from conformance.errors import ConfigError
 from conformance.probes.base import Context
+from conformance.probes.bounded import BoundedHost
 from conformance.probes.healthdrill import (
     GREEN,
     Answer,
@@ -284,9 +285,12 @@ def _drill(
     )
 
 
-def _ctx(tmp_path: Path) -> Context:
+def _ctx(tmp_path: Path, *, bounded: bool = False) -> Context:
+    """``bounded``: the host wrapped as in a real run, whose stderr filter is a descriptor the drill's switch must
+    not keep open (the put-back commands of the other tests start servers that keep theirs, as such commands may)."""
     settings = ProbeSettings(connect_timeout_s=1.0, read_timeout_s=2.0, deadline_s=2.0)
-    return Context(settings=settings, host=make_host("local"), evidence_dir=tmp_path / "evidence")
+    host = BoundedHost(make_host("local")) if bounded else make_host("local")
+    return Context(settings=settings, host=host, evidence_dir=tmp_path / "evidence")
 
 
 class TestDrill:
@@ -356,7 +360,7 @@ class TestDrill:
     def test_the_switch_is_disarmed_when_the_drill_puts_back_itself(
         self, deployment: dict[str, int], tmp_path: Path
     ) -> None:
-        rec = _drill(deployment, "freeze").observe(_ctx(tmp_path)).dependency("dep")
+        rec = _drill(deployment, "freeze").observe(_ctx(tmp_path, bounded=True)).dependency("dep")
         assert rec["watchdog"] == {"afterSeconds": 20 + 5 + 2 + 30, "state": "disarmed"}
         assert _watchdogs(deployment["dep"]) == []
 
@@ -368,7 +372,9 @@ class TestDrill:
         drill = _drill(
             deployment, "freeze", vacuous_s=12, margin_s=1, timeout_s=2
         )  # the switch fires after 17 s
-        run = multiprocessing.get_context("fork").Process(target=drill.observe, args=(_ctx(tmp_path),))
+        run = multiprocessing.get_context("fork").Process(
+            target=drill.observe, args=(_ctx(tmp_path, bounded=True),)
+        )
         run.start()
         try:
             assert _until(lambda: _state(deployment["dep"]) == "stopped", 30), "the drill never froze dep"
