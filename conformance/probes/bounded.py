@@ -21,9 +21,12 @@ from conformance.probes.base import Host
 COMMAND_TIMEOUT_S = 300.0
 COMMAND_MAX_BYTES = 16 << 20
 
+# stdout and stderr each through their own ``head -c``, both members of the pipeline, so the command holds exactly
+# fds 0-2 (no process-substitution pipe a daemon it starts in the background would keep open) and its stderr is
+# flushed before the exit code is read.
 _WRAP = (
     "set -o pipefail; t=$1; cap=$2; shift 2; "
-    '{ timeout -k 2 "$t" sh -c "$1" 2> >(head -c "$cap" >&2); } | head -c "$cap"; '
+    '{ timeout -k 2 "$t" sh -c "$1" 2>&1 >&3 3>&- | head -c "$cap" >&2 3>&-; } 3>&1 | head -c "$cap"; '
     "exit ${PIPESTATUS[0]}"
 )
 

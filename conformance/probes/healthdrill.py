@@ -56,11 +56,10 @@ echo "$all" | wc -w
 
 # A dead man's switch on the target, armed before a dependency is taken away: unless the drill disarms it, it puts
 # the dependency back itself after "$2" seconds, so a run that is killed or loses its connection mid-drill does not
-# leave the deployment without it. It runs in its own session and holds no descriptor of the command that armed it
-# (stdio to /dev/null, every other one closed: the bounded host's stderr filter is one), so arming returns at once.
-# It is known by the name "$1" (a marker and a token unique to the arming).
-_ARM = r"""for fd in /proc/$$/fd/*; do n=${fd##*/}; case "$n" in 0|1|2) ;; *) eval "exec $n>&-" 2>/dev/null;; esac; done
-setsid bash -c 'sleep "$1" && eval "$2"' "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &
+# leave the deployment without it. It runs in its own session with its stdio on /dev/null (the bounded host hands a
+# command nothing else), so arming returns at once. It is known by the name "$1" (a marker and a token unique to
+# the arming).
+_ARM = r"""setsid bash -c 'sleep "$1" && eval "$2"' "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &
 """
 # Disarm the switch named gates-health-drill-watchdog-"$1" (the name is put together here, so this command's own
 # arguments never match it): "disarmed", or "fired" when it is no longer there to disarm.

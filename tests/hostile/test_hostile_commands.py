@@ -3,6 +3,8 @@ own reason, and a probe's own shorter timeout still reports itself."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from conformance.errors import ProbeError, ProbeOutputTooLarge, ProbeTimeout
@@ -37,6 +39,19 @@ def test_hostile_command_is_stopped(command: str, error: type[ProbeError]) -> No
     with pytest.raises(error) as raised:
         HOST.run(command)
     assert command[:20] in str(raised.value)
+
+
+def test_a_daemon_the_command_leaves_behind_does_not_hold_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A command that starts a daemon with its stdio redirected returns while the daemon still runs: the daemon
+    inherits no descriptor of the bounds (a drill's put-back step may start one)."""
+    done = tmp_path / "daemon-done"
+    daemon = f"(sleep 20; touch {done}) </dev/null >/dev/null 2>&1 &"
+    try:
+        result = HOST.run(f"{daemon} echo started; echo err >&2")
+        assert (result.rc, result.stdout, result.stderr) == (0, "started\n", "err\n")
+        assert not done.exists()  # returned before the daemon ended, not when it let go of the output
+    finally:
+        subprocess.run(["pkill", "-f", f"touch {done}"], check=False)
 
 
 def test_a_probes_own_timeout_still_reports_itself() -> None:
